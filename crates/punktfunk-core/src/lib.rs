@@ -1,0 +1,8 @@
+//! punktfunk-core: the sans-IO heart of punktfunk's data plane.
+//!
+//! Everything here takes bytes and `now: Instant` in and gives packets, events and deadlines
+//! out. There are no sockets, threads, clocks or async runtimes in this crate (a clippy
+//! `disallowed-methods` list enforces the clock and thread part); drivers live in
+//! `punktfunk-net` and the binaries.
+
+pub mod fec;

@@ -1,0 +1,1 @@
+//! punktfunk-net (being written).
