@@ -6,7 +6,7 @@
 //! [`FecCode::GF8_CAUCHY`] whenever the block fits in 255 shards, because its decode is one to two
 //! orders of magnitude faster than GF(2^16) at those sizes, and [`FecCode::GF16`] beyond.
 
-use super::{gf16, gf8, FecCode, FecError};
+use super::{gf8, FecCode, FecError};
 
 /// FEC settings of a stream, fixed at session set-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,11 @@ pub struct FecPolicy {
 impl Default for FecPolicy {
     /// 20 % parity, at least 2 and at most 1024 shards per block.
     fn default() -> Self {
-        FecPolicy { percent: 20, min_parity: 2, max_parity: 1024 }
+        FecPolicy {
+            percent: 20,
+            min_parity: 2,
+            max_parity: 1024,
+        }
     }
 }
 
@@ -39,10 +43,14 @@ pub struct BlockPlan {
 
 impl FecPolicy {
     /// A policy with no FEC at all.
-    pub const NONE: FecPolicy = FecPolicy { percent: 0, min_parity: 0, max_parity: 0 };
+    pub const NONE: FecPolicy = FecPolicy {
+        percent: 0,
+        min_parity: 0,
+        max_parity: 0,
+    };
 
     /// Plans a block of `data` data shards. Fails only when the block is too large for any
-    /// code (more than [`gf16::MAX_TOTAL_SHARDS`] shards in all) or empty.
+    /// code (more than [`super::gf16::MAX_TOTAL_SHARDS`] shards in all) or empty.
     pub fn plan(&self, data: usize) -> Result<BlockPlan, FecError> {
         if data == 0 {
             return Err(FecError::Geometry { data, parity: 0 });
@@ -73,35 +81,69 @@ impl FecPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fec::gf16;
 
     #[test]
     fn small_blocks_use_gf8_with_the_floor() {
         let p = FecPolicy::default();
-        assert_eq!(p.plan(1).unwrap(), BlockPlan { code: FecCode::GF8_CAUCHY, data: 1, parity: 2 });
+        assert_eq!(
+            p.plan(1).unwrap(),
+            BlockPlan {
+                code: FecCode::GF8_CAUCHY,
+                data: 1,
+                parity: 2
+            }
+        );
         assert_eq!(p.plan(30).unwrap().parity, 6);
         assert_eq!(p.plan(31).unwrap().parity, 7, "rounds up");
     }
 
     #[test]
     fn gf16_only_beyond_255_shards() {
-        let p = FecPolicy { percent: 25, min_parity: 1, max_parity: 4096 };
+        let p = FecPolicy {
+            percent: 25,
+            min_parity: 1,
+            max_parity: 4096,
+        };
         assert_eq!(p.plan(204).unwrap().code, FecCode::GF8_CAUCHY); // 204 + 51 = 255
         assert_eq!(p.plan(205).unwrap().code, FecCode::GF16); // 205 + 52 = 257
-        assert_eq!(p.plan(1000).unwrap(), BlockPlan { code: FecCode::GF16, data: 1000, parity: 250 });
+        assert_eq!(
+            p.plan(1000).unwrap(),
+            BlockPlan {
+                code: FecCode::GF16,
+                data: 1000,
+                parity: 250
+            }
+        );
     }
 
     #[test]
     fn ceiling_and_zero_percent() {
-        let p = FecPolicy { percent: 50, min_parity: 2, max_parity: 10 };
+        let p = FecPolicy {
+            percent: 50,
+            min_parity: 2,
+            max_parity: 10,
+        };
         assert_eq!(p.plan(100).unwrap().parity, 10);
-        assert_eq!(FecPolicy::NONE.plan(100).unwrap(), BlockPlan { code: FecCode::NONE, data: 100, parity: 0 });
+        assert_eq!(
+            FecPolicy::NONE.plan(100).unwrap(),
+            BlockPlan {
+                code: FecCode::NONE,
+                data: 100,
+                parity: 0
+            }
+        );
     }
 
     #[test]
     fn impossible_blocks_are_errors() {
         assert!(FecPolicy::default().plan(0).is_err());
-        assert!(FecPolicy { percent: 100, min_parity: 0, max_parity: u16::MAX }
-            .plan(gf16::MAX_TOTAL_SHARDS)
-            .is_err());
+        assert!(FecPolicy {
+            percent: 100,
+            min_parity: 0,
+            max_parity: u16::MAX
+        }
+        .plan(gf16::MAX_TOTAL_SHARDS)
+        .is_err());
     }
 }
