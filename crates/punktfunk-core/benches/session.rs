@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p punktfunk-core --bench session`
 
+// Outside the core: tests and benchmarks take a real time origin.
+#![allow(clippy::disallowed_methods)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use punktfunk_core::crypto::{dangerous_no_protection, packet_key, CipherSuite, PacketKey};
 use punktfunk_core::fec::FecPolicy;
@@ -34,7 +37,7 @@ fn key(aes: bool) -> Box<dyn PacketKey> {
 
 fn frame(len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (i * 2654435761usize >> 13) as u8)
+        .map(|i| ((i * 2654435761usize) >> 13) as u8)
         .collect()
 }
 

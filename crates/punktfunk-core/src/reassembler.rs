@@ -109,9 +109,9 @@ pub struct ReassemblyStats {
     pub shards_accepted: u64,
     /// Shards already held.
     pub shards_duplicate: u64,
-    /// Shards for frames already delivered or lost.
+    /// Shards for frames already given up as lost (or too old to tell).
     pub shards_late: u64,
-    /// Shards for frames already complete (usually parity not needed).
+    /// Shards for frames already complete or delivered (usually parity not needed).
     pub shards_redundant: u64,
     /// Shards breaking a limit or contradicting their frame's geometry.
     pub shards_rejected: u64,
@@ -177,6 +177,8 @@ pub struct Reassembler {
     pool: Vec<Vec<u8>>,
     events: VecDeque<Event>,
     stats: ReassemblyStats,
+    /// Outcomes of the 64 frames before `next`: bit k set = frame `next - 1 - k` was delivered.
+    history: u64,
 }
 
 impl Reassembler {
@@ -193,6 +195,7 @@ impl Reassembler {
             pool: Vec::new(),
             events: VecDeque::new(),
             stats: ReassemblyStats::default(),
+            history: 0,
         }
     }
 
@@ -273,7 +276,12 @@ impl Reassembler {
         let next = *self.next.get_or_insert(header.frame);
         let ahead = header.frame.wrapping_sub(next);
         if ahead > u32::MAX / 2 {
-            self.stats.shards_late += 1;
+            let behind = next.wrapping_sub(header.frame);
+            if behind <= 64 && self.history & (1 << (behind - 1)) != 0 {
+                self.stats.shards_redundant += 1;
+            } else {
+                self.stats.shards_late += 1;
+            }
             return;
         }
         let window = self.limits.max_frames_in_flight as u32;
@@ -422,6 +430,7 @@ impl Reassembler {
         let mut data = slot.buf;
         data.truncate(slot.geo.frame_len);
         self.stats.frames_delivered += 1;
+        self.history = (self.history << 1) | 1;
         if recovered > 0 {
             self.stats.frames_recovered += 1;
         }
@@ -450,6 +459,7 @@ impl Reassembler {
             return;
         }
         self.stats.frames_lost += count as u64;
+        self.history = self.history.checked_shl(count).unwrap_or(0);
         if let Some(Event::Lost { first: f, count: c }) = self.events.back_mut() {
             if f.wrapping_add(*c) == first {
                 *c += count;
@@ -461,6 +471,7 @@ impl Reassembler {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary time origin
 mod tests {
     use super::*;
     use crate::crypto::{dangerous_no_protection, Sealer};

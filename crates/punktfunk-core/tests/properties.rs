@@ -2,6 +2,9 @@
 //! never panics or over-allocates, reordering/duplication never yields a wrong frame, and any loss
 //! within the parity budget is recovered exactly (GF(2^8) and GF(2^16) blocks).
 
+// Outside the core: tests and benchmarks take a real time origin.
+#![allow(clippy::disallowed_methods)]
+
 use proptest::prelude::*;
 use punktfunk_core::crypto::{dangerous_no_protection, packet_key, CipherSuite, PacketKey};
 use punktfunk_core::fec::{FecCode, FecPolicy};
@@ -137,9 +140,9 @@ proptest! {
             }
         }
         // The first datagram to arrive fixes the starting frame; frames before it are late.
-        let first = delivered.iter().find_map(|e| match e {
-            Event::Frame(f) => Some(f.index),
-            Event::Lost { first, .. } => Some(*first),
+        let first = delivered.first().map(|e| match e {
+            Event::Frame(f) => f.index,
+            Event::Lost { first, .. } => *first,
         });
         if let Some(first) = first {
             let got = delivered.iter().filter(|e| matches!(e, Event::Frame(_))).count();
@@ -166,12 +169,9 @@ proptest! {
         let header = punktfunk_core::wire::Header::decode(&dgrams[0]).unwrap();
         prop_assert_eq!(header.fec, if header.total_shards() > 255 { FecCode::GF16 } else { FecCode::GF8_CAUCHY });
         let parity = header.parity as usize;
-        let mut dropped = 0;
-        for d in drops {
-            if dropped == parity { break; }
+        for d in drops.into_iter().take(parity) {
             let i = d.index(dgrams.len());
             dgrams.remove(i);
-            dropped += 1;
         }
         let mut rx = RecvSession::new(ReassemblyLimits::default(), key());
         let now = Instant::now();

@@ -175,7 +175,7 @@ impl<'a> ShardsMut<'a> {
     /// All shards as separate slices (read-only view of every shard, mutable access to a chosen
     /// subset): returns `(readable, writable)` where shard `k` goes to `writable` iff
     /// `write[k]`. Lets a decoder read present shards while filling missing ones.
-    pub fn partition(&mut self, write: &[bool]) -> (Vec<(usize, &[u8])>, Vec<(usize, &mut [u8])>) {
+    pub fn partition(&mut self, write: &[bool]) -> Partition<'_> {
         assert_eq!(write.len(), self.count, "partition mask length");
         let (stride, offset, len) = (self.stride, self.offset, self.len);
         let mut ro = Vec::new();
@@ -191,6 +191,9 @@ impl<'a> ShardsMut<'a> {
         (ro, rw)
     }
 }
+
+/// The result of [`ShardsMut::partition`]: `(index, shard)` pairs, readable then writable.
+pub type Partition<'s> = (Vec<(usize, &'s [u8])>, Vec<(usize, &'s mut [u8])>);
 
 /// A systematic erasure code over a block of `data + parity` equal-length shards.
 ///
