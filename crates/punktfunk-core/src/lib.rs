@@ -5,8 +5,10 @@
 //! `disallowed-methods` list enforces the clock and thread part); drivers live in
 //! `punktfunk-net` and the binaries.
 
+pub mod control;
 pub mod crypto;
 pub mod fec;
+pub mod handshake;
 pub mod input;
 pub mod packetizer;
 pub mod reassembler;
