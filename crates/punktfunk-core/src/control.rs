@@ -27,6 +27,17 @@ pub const MAX_CODECS: usize = 16;
 /// Most bytes in a key.
 pub const MAX_KEY_LEN: usize = 32;
 
+/// First byte of a QUIC datagram: which side plane it belongs to. Receivers drop datagrams
+/// with codes they do not know.
+pub mod datagram {
+    /// Client → host: a batch of input events ([`crate::input::InputEvent::encode_batch`]).
+    pub const INPUT: u8 = 0x01;
+    /// Host → client: audio (reserved).
+    pub const AUDIO: u8 = 0x02;
+    /// Host → client: rumble and HID feedback (reserved).
+    pub const FEEDBACK: u8 = 0x03;
+}
+
 /// A video codec (open newtype: unknown values survive a round trip).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Codec(pub u8);

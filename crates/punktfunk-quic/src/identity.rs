@@ -1,0 +1,233 @@
+//! The host's persistent identity and certificate fingerprints.
+//!
+//! A host has one self-signed certificate and key, created on first start in its config
+//! directory (`host-cert.der`, `host-key.der`, both mode 0600). Clients identify the host by the
+//! SHA-256 of that certificate (its *fingerprint*), never by a CA: the host is someone's own
+//! machine.
+
+use ring::digest::{digest, SHA256};
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use thiserror::Error;
+
+/// SHA-256 of a DER certificate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of a DER-encoded certificate.
+    pub fn of(cert_der: &[u8]) -> Fingerprint {
+        let d = digest(&SHA256, cert_der);
+        Fingerprint(d.as_ref().try_into().expect("SHA-256 is 32 bytes"))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    /// 64 lower-case hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{self}")
+    }
+}
+
+/// A pin that is not a SHA-256 fingerprint.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("invalid fingerprint {input:?}: {why} (expected 64 hex digits, optionally with ':' separators or a 'sha256:' prefix)")]
+pub struct FingerprintError {
+    input: String,
+    why: &'static str,
+}
+
+impl FromStr for Fingerprint {
+    type Err = FingerprintError;
+
+    /// Accepts `ab12…` (64 hex digits), `AB:12:…`, and a `sha256:` prefix.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why| FingerprintError {
+            input: s.to_string(),
+            why,
+        };
+        let t = s.trim();
+        let t = t
+            .strip_prefix("sha256:")
+            .or_else(|| t.strip_prefix("SHA256:"))
+            .unwrap_or(t);
+        let hex: String = t.chars().filter(|c| *c != ':').collect();
+        if hex.len() != 64 {
+            return Err(err("wrong length"));
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| err("not hexadecimal"))?;
+        }
+        Ok(Fingerprint(out))
+    }
+}
+
+/// Failures loading or creating an identity.
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    /// File system trouble, with the path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("generating the host certificate: {0}")]
+    Generate(String),
+    /// One of the pair exists without the other, or a file is empty.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+/// A certificate and its private key.
+#[derive(Clone)]
+pub struct Identity {
+    /// DER certificate.
+    pub cert_der: Vec<u8>,
+    /// PKCS#8 DER private key.
+    pub key_der: Vec<u8>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("fingerprint", &self.fingerprint())
+            .finish()
+    }
+}
+
+const CERT_FILE: &str = "host-cert.der";
+const KEY_FILE: &str = "host-key.der";
+
+impl Identity {
+    /// A fresh self-signed identity (ECDSA P-256).
+    pub fn generate(name: &str) -> Result<Identity, IdentityError> {
+        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()])
+            .map_err(|e| IdentityError::Generate(e.to_string()))?;
+        Ok(Identity {
+            cert_der: ck.cert.der().to_vec(),
+            key_der: ck.key_pair.serialize_der(),
+        })
+    }
+
+    /// The certificate's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.cert_der)
+    }
+
+    /// Loads the identity stored in `dir`, or creates and stores one (directory 0700, files 0600).
+    /// Returns whether it was created.
+    pub fn load_or_create(dir: &Path) -> Result<(Identity, bool), IdentityError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| IdentityError::Io { path, source }
+        };
+        let (cert_path, key_path) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+        match (cert_path.exists(), key_path.exists()) {
+            (true, true) => {
+                let cert_der = fs::read(&cert_path).map_err(io(&cert_path))?;
+                let key_der = fs::read(&key_path).map_err(io(&key_path))?;
+                if cert_der.is_empty() || key_der.is_empty() {
+                    return Err(IdentityError::Inconsistent(format!(
+                        "{} or {} is empty; remove both to create a new identity",
+                        cert_path.display(),
+                        key_path.display()
+                    )));
+                }
+                let mode = fs::metadata(&key_path).map_err(io(&key_path))?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %key_path.display(), mode = format!("{:o}", mode & 0o777), "host key is readable by others; tightening to 0600");
+                    fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600)).map_err(io(&key_path))?;
+                }
+                Ok((Identity { cert_der, key_der }, false))
+            }
+            (false, false) => {
+                fs::create_dir_all(dir).map_err(io(dir))?;
+                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+                let id = Identity::generate("punktfunk-host")?;
+                write_private(&key_path, &id.key_der).map_err(io(&key_path))?;
+                write_private(&cert_path, &id.cert_der).map_err(io(&cert_path))?;
+                Ok((id, true))
+            }
+            _ => Err(IdentityError::Inconsistent(format!(
+                "only one of {} and {} exists; restore the other or remove both to create a new identity",
+                cert_path.display(),
+                key_path.display()
+            ))),
+        }
+    }
+}
+
+/// Writes a new file readable by its owner only (created 0600, never briefly wider).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_every_spelling() {
+        let fp = Fingerprint([0xAB; 32]);
+        let hex = fp.to_string();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex.parse::<Fingerprint>().unwrap(), fp);
+        assert_eq!(format!("sha256:{hex}").parse::<Fingerprint>().unwrap(), fp);
+        let colons: Vec<String> = fp.0.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(colons.join(":").parse::<Fingerprint>().unwrap(), fp);
+        for bad in [
+            "",
+            "abc",
+            &hex[..62],
+            &format!("{}zz", &hex[..62]),
+            &format!("{hex}00"),
+        ] {
+            let e = bad.parse::<Fingerprint>().unwrap_err().to_string();
+            assert!(e.contains("invalid fingerprint"), "{e}");
+        }
+    }
+
+    #[test]
+    fn identity_is_created_once_with_private_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("host");
+        let (a, created) = Identity::load_or_create(&d).unwrap();
+        assert!(created);
+        for f in [CERT_FILE, KEY_FILE] {
+            let mode = fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        let (b, created) = Identity::load_or_create(&d).unwrap();
+        assert!(!created);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        fs::remove_file(d.join(KEY_FILE)).unwrap();
+        assert!(matches!(
+            Identity::load_or_create(&d),
+            Err(IdentityError::Inconsistent(_))
+        ));
+    }
+}
