@@ -4,8 +4,11 @@
 # prints the packages to install and exits non-zero.
 set -euo pipefail
 
-# Build: a C toolchain for ring's assembly and pkg-config for -sys crates.
+# Build: a C toolchain for ring's assembly, pkg-config for -sys crates.
 PACKAGES=(build-essential pkg-config ca-certificates)
+# Video: FFmpeg's libraries and headers (ffmpeg-next binds them; bindgen needs libclang) and the
+# software encoders punktfunk uses (x264, x265, SVT-AV1 come with Debian's libavcodec).
+PACKAGES+=(clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,0 +1,107 @@
+//! Colour conversion BGRx → I420 with `dcv-color-primitives` (SIMD, AVX2 where available):
+//! BT.601, limited range (16–235), what the encoders are configured to signal.
+
+use crate::frame::{BgraFrame, YuvFrame};
+use crate::MediaError;
+use dcv_color_primitives as dcp;
+
+/// A converter for one frame size.
+#[derive(Debug)]
+pub struct Converter {
+    width: u32,
+    height: u32,
+}
+
+impl Converter {
+    /// A converter for `width × height` (both even, non-zero).
+    pub fn new(width: u32, height: u32) -> Result<Converter, MediaError> {
+        if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+            return Err(MediaError::Geometry(format!(
+                "{width}x{height}: sizes must be even and non-zero"
+            )));
+        }
+        Ok(Converter { width, height })
+    }
+
+    /// Converts `src` into `dst` (resized as needed).
+    pub fn convert(&mut self, src: &BgraFrame, dst: &mut YuvFrame) -> Result<(), MediaError> {
+        if src.width != self.width
+            || src.height != self.height
+            || src.data.len() != (self.width * self.height * 4) as usize
+        {
+            return Err(MediaError::Geometry(format!(
+                "frame {}x{} ({} bytes) given to a {}x{} converter",
+                src.width,
+                src.height,
+                src.data.len(),
+                self.width,
+                self.height
+            )));
+        }
+        dst.width = self.width;
+        dst.height = self.height;
+        dst.fit();
+        let src_format = dcp::ImageFormat {
+            pixel_format: dcp::PixelFormat::Bgra,
+            color_space: dcp::ColorSpace::Rgb,
+            num_planes: 1,
+        };
+        let dst_format = dcp::ImageFormat {
+            pixel_format: dcp::PixelFormat::I420,
+            color_space: dcp::ColorSpace::Bt601,
+            num_planes: 3,
+        };
+        let (l, c) = (dst.luma_len(), dst.chroma_len());
+        let (y, rest) = dst.data.split_at_mut(l);
+        let (u, v) = rest.split_at_mut(c);
+        dcp::convert_image(
+            self.width,
+            self.height,
+            &src_format,
+            None,
+            &[&src.data],
+            &dst_format,
+            None,
+            &mut [y, u, v],
+        )
+        .map_err(|e| MediaError::Convert(format!("{e:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_colours_have_limited_range_luma() {
+        let mut conv = Converter::new(16, 16).unwrap();
+        for (bgr, want_y) in [(0u8, 16u8), (255, 235), (128, 126)] {
+            let src = BgraFrame {
+                width: 16,
+                height: 16,
+                data: [bgr, bgr, bgr, 255].repeat(256),
+            };
+            let mut dst = YuvFrame::default();
+            conv.convert(&src, &mut dst).unwrap();
+            for &y in dst.y() {
+                assert!(
+                    (y as i32 - want_y as i32).abs() <= 1,
+                    "grey {bgr}: Y {y}, want {want_y}"
+                );
+            }
+            for &c in dst.u().iter().chain(dst.v()) {
+                assert!(
+                    (c as i32 - 128).abs() <= 1,
+                    "grey has neutral chroma, got {c}"
+                );
+            }
+        }
+        assert!(Converter::new(15, 16).is_err());
+        let bad = BgraFrame {
+            width: 8,
+            height: 8,
+            data: vec![0; 256],
+        };
+        assert!(conv.convert(&bad, &mut YuvFrame::default()).is_err());
+    }
+}

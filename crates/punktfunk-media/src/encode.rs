@@ -1,0 +1,289 @@
+//! Video encoders through libavcodec, configured for the lowest latency.
+//!
+//! [`open_encoder`] tries, in order: hardware encoders (NVENC, then VAAPI) when asked and the
+//! device exists, then software (libx264, libx265, libsvtav1 / libaom-av1). Every candidate that
+//! is skipped or fails is logged with the reason, and the chosen one is logged too.
+//!
+//! Settings (all encoders): no B-frames, one reference frame, an "infinite" GOP (keyframes only
+//! on the first frame and on request), constant bitrate with a VBV of about one frame, the
+//! encoder's zero-latency tuning, and parameter sets repeated in-band on every keyframe so a
+//! client can start or resume at any keyframe. The output is an elementary stream (Annex-B for
+//! H.264/HEVC, low-overhead OBUs for AV1): concatenated access units play as a file.
+
+use crate::frame::YuvFrame;
+use crate::MediaError;
+use ffmpeg_next as ff;
+use punktfunk_core::control::Codec;
+
+/// What to encode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderConfig {
+    /// Codec.
+    pub codec: Codec,
+    /// Width in pixels (even).
+    pub width: u32,
+    /// Height in pixels (even).
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Target bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+    /// Try hardware encoders first.
+    pub prefer_hardware: bool,
+}
+
+/// One encoded access unit.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    /// Elementary-stream bytes.
+    pub data: Vec<u8>,
+    /// Whether it is a keyframe (IDR).
+    pub keyframe: bool,
+    /// Presentation timestamp (the frame index given to `encode`).
+    pub pts: i64,
+}
+
+/// A video encoder.
+pub trait Encoder: Send {
+    /// The libavcodec encoder name (`libx264`, `h264_nvenc`, …).
+    fn name(&self) -> &str;
+    /// Encodes one frame. With the zero-latency settings one frame in gives one frame out.
+    fn encode(
+        &mut self,
+        frame: &YuvFrame,
+        pts: i64,
+        force_keyframe: bool,
+    ) -> Result<Option<EncodedFrame>, MediaError>;
+}
+
+/// Initialises libavcodec once (idempotent) and keeps its logging quiet.
+pub(crate) fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ff::init();
+        ff::util::log::set_level(ff::util::log::Level::Error);
+    });
+}
+
+fn candidates(codec: Codec, hardware: bool) -> Vec<&'static str> {
+    let (hw, sw): (&[&str], &[&str]) = match codec {
+        Codec::H264 => (&["h264_nvenc", "h264_vaapi"], &["libx264"]),
+        Codec::HEVC => (&["hevc_nvenc", "hevc_vaapi"], &["libx265"]),
+        Codec::AV1 => (&["av1_nvenc", "av1_vaapi"], &["libsvtav1", "libaom-av1"]),
+        _ => (&[], &[]),
+    };
+    let mut v = Vec::new();
+    if hardware {
+        v.extend_from_slice(hw);
+    }
+    v.extend_from_slice(sw);
+    v
+}
+
+/// Opens the best available encoder for `cfg`.
+pub fn open_encoder(cfg: &EncoderConfig) -> Result<Box<dyn Encoder>, MediaError> {
+    init();
+    if cfg.width == 0
+        || cfg.height == 0
+        || cfg.width % 2 != 0
+        || cfg.height % 2 != 0
+        || cfg.fps == 0
+    {
+        return Err(MediaError::Geometry(format!(
+            "{}x{}@{}: sizes must be even, fps non-zero",
+            cfg.width, cfg.height, cfg.fps
+        )));
+    }
+    let mut reasons = Vec::new();
+    for name in candidates(cfg.codec, cfg.prefer_hardware) {
+        if name.ends_with("_vaapi") && !std::path::Path::new("/dev/dri/renderD128").exists() {
+            tracing::info!(
+                encoder = name,
+                "skipped: no /dev/dri render node (no VAAPI device)"
+            );
+            reasons.push(format!("{name}: no VAAPI device"));
+            continue;
+        }
+        if name.ends_with("_vaapi") {
+            // VAAPI needs a hardware frames context and uploads; not wired up yet.
+            tracing::info!(encoder = name, "skipped: VAAPI upload path not implemented");
+            reasons.push(format!("{name}: VAAPI upload not implemented"));
+            continue;
+        }
+        match LavcEncoder::open(name, cfg) {
+            Ok(e) => {
+                tracing::info!(encoder = name, codec = %cfg.codec, width = cfg.width, height = cfg.height, fps = cfg.fps,
+                    bitrate_kbps = cfg.bitrate_kbps, "encoder opened");
+                return Ok(Box::new(e));
+            }
+            Err(e) => {
+                tracing::info!(encoder = name, reason = %e, "encoder unavailable, trying the next");
+                reasons.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    Err(MediaError::NoEncoder {
+        codec: cfg.codec.name().to_string(),
+        tried: reasons.join("; "),
+    })
+}
+
+/// A libavcodec encoder.
+struct LavcEncoder {
+    name: &'static str,
+    enc: ff::encoder::Video,
+    frame: ff::frame::Video,
+    packet: ff::Packet,
+}
+
+// SAFETY: the encoder context, frame and packet are owned exclusively by this value and only
+// used through `&mut self`; libavcodec contexts may move between threads when not shared.
+unsafe impl Send for LavcEncoder {}
+
+impl LavcEncoder {
+    fn open(name: &'static str, cfg: &EncoderConfig) -> Result<LavcEncoder, MediaError> {
+        let lavc = |e: ff::Error| MediaError::Codec(format!("{name}: {e}"));
+        let codec = ff::encoder::find_by_name(name)
+            .ok_or_else(|| MediaError::Codec(format!("{name}: not in this libavcodec build")))?;
+        let mut enc = ff::codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(lavc)?;
+        let fps = cfg.fps as i32;
+        enc.set_width(cfg.width);
+        enc.set_height(cfg.height);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(ff::Rational(1, fps));
+        enc.set_frame_rate(Some(ff::Rational(fps, 1)));
+        let bps = cfg.bitrate_kbps as usize * 1000;
+        enc.set_bit_rate(bps);
+        enc.set_max_bit_rate(bps);
+        enc.set_max_b_frames(0);
+        enc.set_gop(i32::MAX as u32);
+        enc.set_colorspace(ff::color::Space::BT470BG);
+        enc.set_color_range(ff::color::Range::MPEG);
+        // SAFETY: the context pointer is valid and not yet opened; these plain fields have no
+        // setter in ffmpeg-next.
+        unsafe {
+            let ctx = enc.as_mut_ptr();
+            (*ctx).rc_buffer_size = (bps / cfg.fps as usize).max(1) as i32;
+            (*ctx).refs = 1;
+            (*ctx).thread_count = 2;
+        }
+        let mut opts = ff::Dictionary::new();
+        match name {
+            "libx264" => {
+                opts.set("preset", "ultrafast");
+                opts.set("tune", "zerolatency");
+                opts.set("forced-idr", "1");
+                opts.set(
+                    "x264-params",
+                    "repeat-headers=1:annexb=1:nal-hrd=cbr:ref=1:sliced-threads=1",
+                );
+            }
+            "libx265" => {
+                opts.set("preset", "ultrafast");
+                opts.set("tune", "zerolatency");
+                opts.set("forced-idr", "1");
+                opts.set("x265-params", "repeat-headers=1:annexb=1:ref=1:bframes=0:frame-threads=1:rc-lookahead=0:log-level=error");
+            }
+            "libsvtav1" => {
+                opts.set("preset", "12");
+                opts.set("svtav1-params", "pred-struct=1:lookahead=0");
+            }
+            "libaom-av1" => {
+                opts.set("cpu-used", "8");
+                opts.set("usage", "realtime");
+                opts.set("lag-in-frames", "0");
+            }
+            n if n.ends_with("_nvenc") => {
+                opts.set("preset", "p1");
+                opts.set("tune", "ull");
+                opts.set("zerolatency", "1");
+                opts.set("forced-idr", "1");
+                opts.set("rc", "cbr");
+            }
+            _ => {}
+        }
+        let enc = enc.open_as_with(codec, opts).map_err(lavc)?;
+        let frame = ff::frame::Video::new(ff::format::Pixel::YUV420P, cfg.width, cfg.height);
+        Ok(LavcEncoder {
+            name,
+            enc,
+            frame,
+            packet: ff::Packet::empty(),
+        })
+    }
+}
+
+impl Encoder for LavcEncoder {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn encode(
+        &mut self,
+        src: &YuvFrame,
+        pts: i64,
+        force_keyframe: bool,
+    ) -> Result<Option<EncodedFrame>, MediaError> {
+        let (w, h) = (self.frame.width(), self.frame.height());
+        if src.width != w
+            || src.height != h
+            || src.data.len() < src.luma_len() + 2 * src.chroma_len()
+        {
+            return Err(MediaError::Geometry(format!(
+                "frame {}x{} given to a {w}x{h} encoder",
+                src.width, src.height
+            )));
+        }
+        let planes = [
+            (src.y(), w as usize, h as usize),
+            (src.u(), w as usize / 2, h as usize / 2),
+            (src.v(), w as usize / 2, h as usize / 2),
+        ];
+        for (i, (plane, pw, ph)) in planes.into_iter().enumerate() {
+            let stride = self.frame.stride(i);
+            let dst = self.frame.data_mut(i);
+            for row in 0..ph {
+                dst[row * stride..row * stride + pw]
+                    .copy_from_slice(&plane[row * pw..(row + 1) * pw]);
+            }
+        }
+        self.frame.set_pts(Some(pts));
+        self.frame.set_kind(if force_keyframe {
+            ff::picture::Type::I
+        } else {
+            ff::picture::Type::None
+        });
+        let lavc = |e: ff::Error| MediaError::Codec(format!("{}: {e}", self.name));
+        self.enc.send_frame(&self.frame).map_err(lavc)?;
+        let mut out: Option<EncodedFrame> = None;
+        loop {
+            match self.enc.receive_packet(&mut self.packet) {
+                Ok(()) => {
+                    let data = self.packet.data().unwrap_or(&[]).to_vec();
+                    let keyframe = self.packet.is_key();
+                    match out.as_mut() {
+                        // Several packets for one frame (rare): concatenate.
+                        Some(o) => {
+                            o.data.extend_from_slice(&data);
+                            o.keyframe |= keyframe;
+                        }
+                        None => {
+                            out = Some(EncodedFrame {
+                                data,
+                                keyframe,
+                                pts: self.packet.pts().unwrap_or(pts),
+                            })
+                        }
+                    }
+                }
+                Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => break,
+                Err(ff::Error::Eof) => break,
+                Err(e) => return Err(lavc(e)),
+            }
+        }
+        Ok(out)
+    }
+}
