@@ -1,18 +1,202 @@
-//! punktfunk-client: the reference client.
-//!
-//! The data-plane core and network drivers it will run on exist (`punktfunk-core`,
-//! `punktfunk-net`); the client itself (QUIC control plane, decoding, verification) is not
-//! built yet, so this binary only explains that and exits non-zero.
+//! `punktfunk-client`: parses flags into a validated configuration and runs a subcommand.
 
-use clap::Parser;
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use punktfunk_client::{run, ClientConfig};
+use punktfunk_core::control::{Codec, Mode};
+use punktfunk_quic::{Fingerprint, KnownHosts, Trust, DEFAULT_PORT};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// punktfunk reference client (not yet functional: the streaming client is the next milestone).
-#[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
-struct Args {}
+/// punktfunk reference client: connects to a punktfunk host, decodes the stream, verifies every
+/// frame and reports loss, recovery and latency.
+#[derive(Debug, Parser)]
+#[command(name = "punktfunk-client", version)]
+struct Cli {
+    /// Directory for known host fingerprints (default: $XDG_CONFIG_HOME/punktfunk or ~/.config/punktfunk).
+    #[arg(long, global = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Log filter (e.g. info, debug). Also read from RUST_LOG.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stream from a host for a while and report what arrived.
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConnectArgs {
+    /// Host to connect to, HOST[:PORT] (default port 47800).
+    host: String,
+    /// Requested mode, WIDTHxHEIGHT[@FPS] or WIDTHxHEIGHTxFPS.
+    #[arg(long, default_value = "1280x720@60")]
+    mode: String,
+    /// Codecs to accept, preferred first (h264, hevc, av1).
+    #[arg(long, value_delimiter = ',', default_value = "h264")]
+    codec: Vec<String>,
+    /// Requested video bitrate, kbit/s (0 = the host's default).
+    #[arg(long, default_value_t = 0)]
+    bitrate: u32,
+    /// Requested FEC parity percentage (default: the host's).
+    #[arg(long)]
+    fec: Option<u8>,
+    /// Seconds to stream.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Write the received video as a playable elementary stream (.h264 / .hevc / .obu).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Write the last decoded frame as a PNG.
+    #[arg(long, value_name = "FILE")]
+    png: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Trust only this host certificate fingerprint (SHA-256, 64 hex digits). Without it the
+    /// first connection stores the host's fingerprint and later ones require it.
+    #[arg(long, value_name = "SHA256")]
+    pin: Option<String>,
+    /// Send the data plane through this address (a relay or an impairment proxy) instead of
+    /// the host's data port.
+    #[arg(long, value_name = "ADDR")]
+    data_via: Option<SocketAddr>,
+    /// Ask the host for another mode mid-stream: SECS:MODE, e.g. 3:640x360@30.
+    #[arg(long, value_name = "SECS:MODE")]
+    reconfigure: Option<String>,
+    /// Name the host shows in its logs.
+    #[arg(long, default_value = "punktfunk-client")]
+    name: String,
+}
+
+fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(d) = explicit {
+        return Ok(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("punktfunk"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither --config-dir, XDG_CONFIG_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".config/punktfunk"))
+}
+
+fn resolve(host: &str) -> Result<(SocketAddr, String)> {
+    let with_port = if host.parse::<SocketAddr>().is_ok()
+        || host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok() && !h.contains(':'))
+    {
+        host.to_string()
+    } else if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{DEFAULT_PORT}")
+    } else {
+        format!("{host}:{DEFAULT_PORT}")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host:?}"))?
+        .next()
+        .with_context(|| format!("{host:?} resolves to no address"))?;
+    Ok((addr, with_port))
+}
+
+fn connect_config(a: ConnectArgs, dir: PathBuf) -> Result<(ClientConfig, bool)> {
+    let (host, host_key) = resolve(&a.host)?;
+    let trust = match &a.pin {
+        Some(p) => Trust::Pinned(p.parse::<Fingerprint>().context("--pin")?),
+        None => Trust::Tofu {
+            known_hosts: KnownHosts::new(dir.join("client/known_hosts")),
+            host_key,
+        },
+    };
+    let mode = Mode::parse(&a.mode).map_err(anyhow::Error::msg)?;
+    let codecs = a
+        .codec
+        .iter()
+        .map(|c| {
+            Codec::from_name(c).with_context(|| format!("unknown codec {c:?} (h264, hevc, av1)"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if codecs.is_empty() {
+        bail!("--codec lists no codec");
+    }
+    if !(a.seconds.is_finite() && a.seconds > 0.0 && a.seconds < 86_400.0) {
+        bail!("--seconds must be between 0 and 86400");
+    }
+    let reconfigure = match &a.reconfigure {
+        None => None,
+        Some(s) => {
+            let (secs, m) = s
+                .split_once(':')
+                .context("--reconfigure takes SECS:MODE, e.g. 3:640x360@30")?;
+            let secs: f64 = secs
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .context("--reconfigure: bad seconds")?;
+            Some((
+                Duration::from_secs_f64(secs),
+                Mode::parse(m).map_err(anyhow::Error::msg)?,
+            ))
+        }
+    };
+    let cfg = ClientConfig {
+        host,
+        trust,
+        mode,
+        codecs,
+        bitrate_kbps: a.bitrate,
+        fec_percent: a.fec,
+        duration: Duration::from_secs_f64(a.seconds),
+        out: a.out,
+        png: a.png,
+        data_via: a.data_via,
+        reconfigure,
+        name: a.name,
+    };
+    Ok((cfg, a.json))
+}
 
 fn main() -> std::process::ExitCode {
-    let _ = Args::parse();
-    eprintln!("punktfunk-client: streaming is not implemented yet; see README.md (Status)");
-    std::process::ExitCode::from(2)
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match main_result(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("punktfunk-client: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_result(cli: Cli) -> Result<()> {
+    let dir = config_dir(cli.config_dir)?;
+    match cli.command {
+        Command::Connect(a) => {
+            let (cfg, json) = connect_config(a, dir)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(run(cfg))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+    }
 }

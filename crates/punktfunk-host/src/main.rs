@@ -1,18 +1,177 @@
-//! punktfunk-host: the streaming host.
-//!
-//! The data-plane core and network drivers it will run on exist (`punktfunk-core`,
-//! `punktfunk-net`); the host itself (QUIC control plane, capture, encoding, sessions) is not
-//! built yet, so this binary only explains that and exits non-zero.
+//! `punktfunk-host`: parses flags into a validated configuration and runs a subcommand.
 
-use clap::Parser;
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use punktfunk_core::control::{Codec, Mode};
+use punktfunk_core::crypto::CipherSuite;
+use punktfunk_host::serve::{serve, ServeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// punktfunk streaming host (not yet functional: the streaming host is the next milestone).
-#[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
-struct Args {}
+/// punktfunk streaming host: serves punktfunk/1 clients over QUIC with encoded video on an
+/// encrypted, FEC-protected UDP data plane.
+#[derive(Debug, Parser)]
+#[command(name = "punktfunk-host", version)]
+struct Cli {
+    /// Directory for the host identity (default: $XDG_CONFIG_HOME/punktfunk or ~/.config/punktfunk).
+    #[arg(long, global = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Log filter (e.g. info, debug, punktfunk_host=debug). Also read from RUST_LOG.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Listen for clients and stream to each (sessions back to back or concurrently).
+    Serve(ServeArgs),
+    /// Print the host certificate's SHA-256 fingerprint (creating the identity if needed), for
+    /// clients to pin with `--pin`.
+    Fingerprint,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// QUIC control-plane address.
+    #[arg(long, default_value = "0.0.0.0:47800")]
+    listen: SocketAddr,
+    /// Data-plane UDP port (0 = the QUIC port + 1).
+    #[arg(long, default_value_t = 0)]
+    data_port: u16,
+    /// Most sessions at once; further clients are refused as busy.
+    #[arg(long, default_value_t = 4)]
+    max_sessions: usize,
+    /// Exit after this many sessions have ended (default: serve forever).
+    #[arg(long, value_name = "N")]
+    sessions: Option<usize>,
+    /// Seconds a client has to complete the handshake.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    handshake_timeout: f64,
+    /// Codecs offered, in preference order (h264, hevc, av1).
+    #[arg(long, value_delimiter = ',', default_value = "h264,hevc,av1")]
+    codecs: Vec<String>,
+    /// Largest mode served, WIDTHxHEIGHT@FPS.
+    #[arg(long, default_value = "3840x2160@240")]
+    max_mode: String,
+    /// Bitrate when the client asks for none, kbit/s.
+    #[arg(long, default_value_t = 10_000)]
+    bitrate: u32,
+    /// Highest bitrate a client may ask for, kbit/s (the lowest is 250).
+    #[arg(long, default_value_t = 150_000)]
+    max_bitrate: u32,
+    /// FEC parity percentage when the client asks for none.
+    #[arg(long, default_value_t = 20)]
+    fec: u16,
+    /// Largest shard payload in bytes (datagram = shard + 52 bytes of header and tag).
+    #[arg(long, default_value_t = 1400)]
+    shard: u16,
+    /// Packet cipher: aes128 or aes256.
+    #[arg(long, default_value = "aes128")]
+    cipher: String,
+    /// Do not try hardware encoders (NVENC, VAAPI) before software.
+    #[arg(long)]
+    no_hardware: bool,
+}
+
+fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(d) = explicit {
+        return Ok(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("punktfunk"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither --config-dir, XDG_CONFIG_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".config/punktfunk"))
+}
+
+fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
+    let codecs = a
+        .codecs
+        .iter()
+        .map(|c| {
+            Codec::from_name(c).with_context(|| format!("unknown codec {c:?} (h264, hevc, av1)"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if codecs.is_empty() {
+        bail!("--codecs lists no codec");
+    }
+    let max_mode = Mode::parse(&a.max_mode).map_err(anyhow::Error::msg)?;
+    let suite = match a.cipher.as_str() {
+        "aes128" => CipherSuite::AES_128_GCM,
+        "aes256" => CipherSuite::AES_256_GCM,
+        other => bail!("unknown cipher {other:?} (aes128, aes256)"),
+    };
+    if !(a.handshake_timeout.is_finite() && a.handshake_timeout > 0.0) {
+        bail!("--handshake-timeout must be a positive number of seconds");
+    }
+    if a.shard < 256 || a.shard > 8900 {
+        bail!("--shard {} outside 256..=8900", a.shard);
+    }
+    if a.fec > 200 {
+        bail!("--fec {} above 200%", a.fec);
+    }
+    if a.max_sessions == 0 {
+        bail!("--max-sessions must be at least 1");
+    }
+    let min_rate = 250.min(a.max_bitrate);
+    let mut data = a.listen;
+    data.set_port(a.data_port);
+    Ok(ServeConfig {
+        listen: a.listen,
+        data,
+        config_dir: dir,
+        max_sessions: a.max_sessions,
+        session_limit: a.sessions,
+        handshake_timeout: Duration::from_secs_f64(a.handshake_timeout),
+        codecs,
+        max_mode,
+        default_bitrate_kbps: a.bitrate.clamp(min_rate, a.max_bitrate),
+        bitrate_range_kbps: (min_rate, a.max_bitrate),
+        fec_percent: a.fec,
+        shard_len: a.shard,
+        suite,
+        prefer_hardware: !a.no_hardware,
+    })
+}
 
 fn main() -> std::process::ExitCode {
-    let _ = Args::parse();
-    eprintln!("punktfunk-host: streaming is not implemented yet; see README.md (Status)");
-    std::process::ExitCode::from(2)
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("punktfunk-host: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dir = config_dir(cli.config_dir)?;
+    match cli.command {
+        Command::Fingerprint => {
+            let (id, _) = punktfunk_quic::Identity::load_or_create(&dir.join("host"))?;
+            println!("{}", id.fingerprint());
+            Ok(())
+        }
+        Command::Serve(a) => {
+            let cfg = serve_config(a, dir)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(serve(cfg))
+        }
+    }
 }

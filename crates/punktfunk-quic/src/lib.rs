@@ -12,6 +12,7 @@ pub mod identity;
 pub mod trust;
 
 pub use identity::{Fingerprint, Identity};
+pub use quinn;
 pub use trust::{HostVerifier, KnownHosts};
 
 use punktfunk_core::control::{DecodeError, Message, MessageReader};

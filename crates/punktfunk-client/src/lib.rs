@@ -1,0 +1,615 @@
+//! punktfunk-client: the reference client.
+//!
+//! Connects over punktfunk/1 (QUIC control plane, pinned or trust-on-first-use host identity),
+//! receives the encrypted, FEC-protected data plane on a native thread, decodes with
+//! libavcodec on another, reads the stamp the host drew into every frame and so proves which
+//! frame it shows and how late it is. Frames after an unrecoverable loss are not shown until a
+//! keyframe (requested at once) arrives, so a corrupted picture is never counted as shown.
+
+use anyhow::{bail, Context, Result};
+use punktfunk_core::control::{
+    ByeReason, ClockProbe, Codec, Hello, Message, Mode, ReceiverStats, Welcome, PROTOCOL_VERSION,
+};
+use punktfunk_core::crypto::{packet_key, Sealer};
+use punktfunk_core::handshake::ClientHandshake;
+use punktfunk_core::probe;
+use punktfunk_core::reassembler::{Event, ReassemblyLimits};
+use punktfunk_core::session::RecvSession;
+use punktfunk_media::{read_stamp_luma, write_png, DecodedFrame, Decoder};
+use punktfunk_net::{RecvBatch, UdpSocket};
+use punktfunk_quic::{connect, ControlStream, Trust};
+use serde::Serialize;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A client run, resolved from flags.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Host QUIC address.
+    pub host: SocketAddr,
+    /// How the host is trusted.
+    pub trust: Trust,
+    /// Requested mode.
+    pub mode: Mode,
+    /// Codecs we decode, preferred first.
+    pub codecs: Vec<Codec>,
+    /// Requested bitrate, kbit/s (0 = host default).
+    pub bitrate_kbps: u32,
+    /// Requested FEC percentage.
+    pub fec_percent: Option<u8>,
+    /// How long to stream.
+    pub duration: Duration,
+    /// Write the received elementary stream here.
+    pub out: Option<PathBuf>,
+    /// Write the last decoded frame as PNG here.
+    pub png: Option<PathBuf>,
+    /// Send the data plane through this address instead of the host's (a relay or the
+    /// impairment proxy).
+    pub data_via: Option<SocketAddr>,
+    /// Ask for a new mode this long after the start.
+    pub reconfigure: Option<(Duration, Mode)>,
+    /// Name shown in host logs.
+    pub name: String,
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Percentiles {
+    fn of(v: &[f64]) -> Percentiles {
+        if v.is_empty() {
+            return Percentiles::default();
+        }
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        let at = |p: f64| s[(((p / 100.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+        Percentiles {
+            p50: at(50.0),
+            p95: at(95.0),
+            p99: at(99.0),
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Host fingerprint.
+    pub host_fingerprint: String,
+    /// Codec and mode as agreed (the mode after any reconfigure).
+    pub codec: String,
+    /// Mode streamed at the end.
+    pub mode: String,
+    /// Frames the host sent (highest frame index seen + 1).
+    pub frames_sent: u64,
+    /// Frames the reassembler delivered.
+    pub frames_received: u64,
+    /// Frames decoded and shown (stamp verified).
+    pub frames_decoded: u64,
+    /// Frames that needed FEC.
+    pub frames_recovered: u64,
+    /// Frames given up as lost.
+    pub frames_lost: u64,
+    /// Frames received but not shown while waiting for a keyframe after a loss.
+    pub frames_skipped: u64,
+    /// Decoded frames whose stamp was unreadable or not the frame they arrived as.
+    pub frames_corrupt: u64,
+    /// Decoded frames whose stamp went backwards or repeated.
+    pub frames_out_of_order: u64,
+    /// Keyframe requests sent.
+    pub keyframes_requested: u64,
+    /// Keyframes received.
+    pub keyframes_received: u64,
+    /// Datagrams received.
+    pub packets_received: u64,
+    /// Datagrams dropped as forged, replayed or malformed.
+    pub packets_rejected: u64,
+    /// Video bitrate received, Mbit/s.
+    pub bitrate_mbps: f64,
+    /// Seconds streamed.
+    pub seconds: f64,
+    /// Host clock minus client clock, ms (NTP-style estimate).
+    pub clock_offset_ms: f64,
+    /// Control-plane round trip, ms.
+    pub rtt_ms: f64,
+    /// Capture on the host → frame complete at the client.
+    pub capture_to_received_ms: Percentiles,
+    /// Capture on the host → frame decoded at the client.
+    pub capture_to_decoded_ms: Percentiles,
+    /// Decode time per frame.
+    pub decode_ms: Percentiles,
+    /// Frames shown per decoded size (e.g. "1280x720": 600).
+    pub sizes: std::collections::BTreeMap<String, u64>,
+    /// Why the session ended.
+    pub end: String,
+}
+
+impl Report {
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let p = |x: &Percentiles| format!("{:8.2} {:8.2} {:8.2}", x.p50, x.p95, x.p99);
+        let mut s = String::new();
+        s += &format!(
+            "host {}  codec {}  mode {}  {:.1} s\n",
+            self.host_fingerprint, self.codec, self.mode, self.seconds
+        );
+        s += &format!(
+            "frames   sent {}  received {}  decoded {}  recovered-by-FEC {}  lost {}\n",
+            self.frames_sent,
+            self.frames_received,
+            self.frames_decoded,
+            self.frames_recovered,
+            self.frames_lost
+        );
+        s += &format!("         skipped-awaiting-keyframe {}  corrupt {}  out-of-order {}  keyframes requested {} received {}\n",
+            self.frames_skipped, self.frames_corrupt, self.frames_out_of_order, self.keyframes_requested, self.keyframes_received);
+        s += &format!("network  packets {}  rejected {}  bitrate {:.2} Mbit/s  rtt {:.2} ms  clock offset {:.3} ms\n",
+            self.packets_received, self.packets_rejected, self.bitrate_mbps, self.rtt_ms, self.clock_offset_ms);
+        s += "latency (ms)                   p50      p95      p99\n";
+        s += &format!(
+            "  capture -> received    {}\n",
+            p(&self.capture_to_received_ms)
+        );
+        s += &format!(
+            "  capture -> decoded     {}\n",
+            p(&self.capture_to_decoded_ms)
+        );
+        s += &format!("  decode                 {}\n", p(&self.decode_ms));
+        s += &format!("ended: {}\n", self.end);
+        s
+    }
+}
+
+/// A frame handed from the receive thread to the decode thread.
+struct Received {
+    index: u32,
+    keyframe: bool,
+    capture_us: u64,
+    data: Vec<u8>,
+}
+
+/// Shared counters of the receive and decode threads.
+#[derive(Default)]
+struct Shared {
+    recv_ms: Mutex<Vec<f64>>,
+    decoded_ms: Mutex<Vec<f64>>,
+    decode_ms: Mutex<Vec<f64>>,
+    sizes: Mutex<std::collections::BTreeMap<String, u64>>,
+    last_frame: Mutex<Option<DecodedFrame>>,
+    frames_received: AtomicU64,
+    frames_decoded: AtomicU64,
+    frames_skipped: AtomicU64,
+    frames_corrupt: AtomicU64,
+    frames_out_of_order: AtomicU64,
+    keyframes: AtomicU64,
+    max_index: AtomicU64,
+    bytes: AtomicU64,
+    /// Host-minus-client clock offset, µs (set once before streaming).
+    offset_us: Mutex<i64>,
+    decode_error: Mutex<Option<String>>,
+}
+
+/// Runs a session and returns its report.
+pub async fn run(cfg: ClientConfig) -> Result<Report> {
+    let epoch = Instant::now();
+    let now_us = move || epoch.elapsed().as_micros() as u64;
+    let connected = connect(cfg.host, &cfg.trust)
+        .await
+        .with_context(|| format!("connecting to {}", cfg.host))?;
+    if connected.first_use {
+        tracing::warn!(fingerprint = %connected.fingerprint, "trusting this host on first use; its fingerprint is now stored");
+    }
+    let conn = connected.connection.clone();
+    let mut cs = ControlStream::open(&conn).await?;
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        mode: cfg.mode,
+        codecs: cfg.codecs.clone(),
+        bitrate_kbps: cfg.bitrate_kbps,
+        fec_percent: cfg.fec_percent,
+        client_name: cfg.name.clone(),
+    };
+    let mut hs = ClientHandshake::new(hello);
+    let welcome: Welcome = loop {
+        while let Some(m) = hs.poll_message() {
+            cs.send(&m).await?;
+        }
+        if let Some(e) = hs.error() {
+            bail!("handshake failed: {e}");
+        }
+        if let Some(w) = hs.established() {
+            let w = w.clone();
+            while let Some(m) = hs.poll_message() {
+                cs.send(&m).await?;
+            }
+            break w;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), cs.recv()).await {
+            Err(_) => bail!("the host did not answer the Hello within 10 s"),
+            Ok(Ok(Some(m))) => hs.handle(m),
+            Ok(Ok(None)) => bail!("the host closed the control stream during the handshake"),
+            Ok(Err(punktfunk_quic::TransportError::Malformed(e))) => hs.malformed(&e.to_string()),
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    };
+    tracing::info!(codec = %welcome.codec, mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps,
+        fec_percent = welcome.fec_percent, session = welcome.session_id, "session established");
+
+    // Clock offset: several probes, keep the one with the smallest round trip.
+    let mut best: Option<(i64, u64)> = None;
+    for id in 0..8u32 {
+        cs.send(&Message::ClockProbe(ClockProbe {
+            id,
+            t0_us: now_us(),
+        }))
+        .await?;
+        let reply = loop {
+            match tokio::time::timeout(Duration::from_secs(5), cs.recv()).await {
+                Ok(Ok(Some(Message::ClockReply(r)))) if r.id == id => break r,
+                Ok(Ok(Some(Message::Bye { reason, message }))) => {
+                    bail!("host ended the session ({reason}): {message}")
+                }
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) => bail!("control stream closed during clock sync"),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => bail!("no clock reply within 5 s"),
+            }
+        };
+        let (off, rtt) = reply.offset_and_rtt(now_us());
+        if best.is_none_or(|(_, r)| rtt < r) {
+            best = Some((off, rtt));
+        }
+    }
+    let (offset_us, rtt_us) = best.unwrap_or((0, 0));
+
+    // Data plane: receive thread + decode thread.
+    let shared = Arc::new(Shared {
+        offset_us: Mutex::new(offset_us),
+        ..Shared::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let data_target = cfg
+        .data_via
+        .unwrap_or_else(|| SocketAddr::new(cfg.host.ip(), welcome.data_port));
+    let bind: SocketAddr = if data_target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("valid");
+    let sock = UdpSocket::bind(bind).context("binding the data socket")?;
+    sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let (frame_tx, frame_rx) = mpsc::sync_channel::<Received>(16);
+    let (keyframe_tx, mut keyframe_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let out_file = match &cfg.out {
+        Some(p) => {
+            Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
+        None => None,
+    };
+    let recv_thread = {
+        let (shared, stop, welcome) = (shared.clone(), stop.clone(), welcome.clone());
+        std::thread::Builder::new()
+            .name("receive".into())
+            .spawn(move || {
+                receive_loop(
+                    sock,
+                    data_target,
+                    &welcome,
+                    &shared,
+                    &stop,
+                    frame_tx,
+                    keyframe_tx,
+                    out_file,
+                    epoch,
+                )
+            })?
+    };
+    let decode_thread = {
+        let (shared, codec) = (shared.clone(), welcome.codec);
+        std::thread::Builder::new()
+            .name("decode".into())
+            .spawn(move || decode_loop(codec, frame_rx, &shared, epoch))?
+    };
+
+    // Control loop until the time is up or the host ends the session.
+    let started = Instant::now();
+    let end_at = tokio::time::Instant::now() + cfg.duration;
+    let mut reconfigure = cfg
+        .reconfigure
+        .map(|(after, mode)| (tokio::time::Instant::now() + after, mode));
+    let mut mode = welcome.mode;
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut keyframes_requested = 0u64;
+    let mut last_request: Option<Instant> = None;
+    let end = loop {
+        let reconf_at = reconfigure
+            .map(|(t, _)| t)
+            .unwrap_or(end_at + Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep_until(end_at) => {
+                cs.send(&Message::Bye { reason: ByeReason::NORMAL, message: "client finished".into() }).await?;
+                break "client finished (duration reached)".to_string();
+            }
+            _ = tokio::time::sleep_until(reconf_at), if reconfigure.is_some() => {
+                let (_, m) = reconfigure.take().expect("checked");
+                tracing::info!(mode = %m, "asking the host for a new mode");
+                cs.send(&Message::Reconfigure { mode: m, bitrate_kbps: 0 }).await?;
+            }
+            Some(frame) = keyframe_rx.recv() => {
+                // One request per loss episode (the receive thread reports every lost run).
+                if last_request.is_none_or(|t| t.elapsed() > Duration::from_millis(100)) {
+                    cs.send(&Message::RequestKeyframe { frame }).await?;
+                    keyframes_requested += 1;
+                    last_request = Some(Instant::now());
+                }
+            }
+            _ = stats_tick.tick() => {
+                let s = ReceiverStats {
+                    frames_received: shared.frames_received.load(Ordering::Relaxed),
+                    frames_decoded: shared.frames_decoded.load(Ordering::Relaxed),
+                    ..ReceiverStats::default()
+                };
+                cs.send(&Message::Stats(s)).await?;
+            }
+            m = cs.recv() => match m? {
+                Some(Message::Reconfigured { mode: m, first_frame, .. }) => {
+                    tracing::info!(mode = %m, first_frame, "host switched mode");
+                    mode = m;
+                }
+                Some(Message::Bye { reason, message }) => break format!("host ended the session ({reason}): {message}"),
+                Some(Message::ClockReply(_)) | Some(Message::Unknown { .. }) => {}
+                Some(other) => tracing::debug!(?other, "ignoring control message"),
+                None => break "host closed the control stream".to_string(),
+            },
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let rstats = recv_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("receive thread panicked"))??;
+    decode_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("decode thread panicked"))?;
+    conn.close(0u32.into(), b"done");
+    if let Some(e) = shared
+        .decode_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        tracing::warn!(error = %e, "decoder reported errors");
+    }
+    if let (Some(path), Some(f)) = (
+        &cfg.png,
+        shared
+            .last_frame
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref(),
+    ) {
+        write_png(f, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let l = |m: &Mutex<Vec<f64>>| Percentiles::of(&m.lock().unwrap_or_else(|e| e.into_inner()));
+    let sizes = shared
+        .sizes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let report = Report {
+        host_fingerprint: connected.fingerprint.to_string(),
+        codec: welcome.codec.to_string(),
+        mode: mode.to_string(),
+        frames_sent: shared.max_index.load(Ordering::Relaxed),
+        frames_received: shared.frames_received.load(Ordering::Relaxed),
+        frames_decoded: shared.frames_decoded.load(Ordering::Relaxed),
+        frames_recovered: rstats.reassembly.frames_recovered,
+        frames_lost: rstats.reassembly.frames_lost,
+        frames_skipped: shared.frames_skipped.load(Ordering::Relaxed),
+        frames_corrupt: shared.frames_corrupt.load(Ordering::Relaxed),
+        frames_out_of_order: shared.frames_out_of_order.load(Ordering::Relaxed),
+        keyframes_requested,
+        keyframes_received: shared.keyframes.load(Ordering::Relaxed),
+        packets_received: rstats.datagrams,
+        packets_rejected: rstats.forged + rstats.replayed + rstats.malformed + rstats.wrong_size,
+        bitrate_mbps: shared.bytes.load(Ordering::Relaxed) as f64 * 8.0 / seconds.max(1e-3) / 1e6,
+        seconds,
+        clock_offset_ms: offset_us as f64 / 1000.0,
+        rtt_ms: rtt_us as f64 / 1000.0,
+        capture_to_received_ms: l(&shared.recv_ms),
+        capture_to_decoded_ms: l(&shared.decoded_ms),
+        decode_ms: l(&shared.decode_ms),
+        sizes,
+        end,
+    };
+    Ok(report)
+}
+
+/// Capture time (host clock, µs) → milliseconds before `at` on the client's clock.
+fn latency_ms(shared: &Shared, capture_us: u64, at: Instant, epoch: Instant) -> f64 {
+    let offset = *shared.offset_us.lock().unwrap_or_else(|e| e.into_inner());
+    let at_client_us = at.duration_since(epoch).as_micros() as i64;
+    let capture_client_us = capture_us as i64 - offset;
+    (at_client_us - capture_client_us) as f64 / 1000.0
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive_loop(
+    sock: UdpSocket,
+    target: SocketAddr,
+    welcome: &Welcome,
+    shared: &Shared,
+    stop: &AtomicBool,
+    frames: mpsc::SyncSender<Received>,
+    keyframe_requests: tokio::sync::mpsc::UnboundedSender<u32>,
+    mut out: Option<std::fs::File>,
+    epoch: Instant,
+) -> Result<punktfunk_core::session::RecvStats> {
+    let h2c = packet_key(
+        welcome.suite,
+        &welcome.host_to_client.key,
+        welcome.host_to_client.salt,
+    )?;
+    let c2h = packet_key(
+        welcome.suite,
+        &welcome.client_to_host.key,
+        welcome.client_to_host.salt,
+    )?;
+    let mut rx = RecvSession::new(ReassemblyLimits::default(), h2c);
+    let mut sealer = Sealer::new(c2h);
+    let mut batch = RecvBatch::new(64, 65_536);
+    let mut next_probe = Instant::now();
+    let mut got_any = false;
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next_probe {
+            if let Some(p) = probe::encode(&mut sealer, welcome.session_id) {
+                let _ = sock.send_to(&p, target);
+            }
+            next_probe = Instant::now()
+                + if got_any {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(100)
+                };
+        }
+        if sock.recv_batch(&mut batch).is_ok() {
+            got_any = true;
+            let now = Instant::now();
+            for (_, d) in batch.iter_mut() {
+                let _ = rx.handle_datagram(now, d);
+            }
+        }
+        rx.handle_timeout(Instant::now());
+        while let Some(ev) = rx.poll_event() {
+            match ev {
+                Event::Frame(f) => {
+                    shared.frames_received.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .bytes
+                        .fetch_add(f.data.len() as u64, Ordering::Relaxed);
+                    shared
+                        .max_index
+                        .fetch_max(u64::from(f.index) + 1, Ordering::Relaxed);
+                    shared
+                        .recv_ms
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(latency_ms(shared, f.timestamp_us, f.completed, epoch));
+                    if let Some(o) = out.as_mut() {
+                        o.write_all(&f.data).context("writing the stream file")?;
+                    }
+                    let r = Received {
+                        index: f.index,
+                        keyframe: f.keyframe,
+                        capture_us: f.timestamp_us,
+                        data: f.data,
+                    };
+                    if frames.send(r).is_err() {
+                        break;
+                    }
+                }
+                Event::Lost { first, count } => {
+                    shared
+                        .max_index
+                        .fetch_max(u64::from(first) + u64::from(count), Ordering::Relaxed);
+                    tracing::debug!(first, count, "frames lost; requesting a keyframe");
+                    let _ = keyframe_requests.send(first);
+                }
+            }
+        }
+    }
+    Ok(rx.stats())
+}
+
+fn decode_loop(codec: Codec, frames: mpsc::Receiver<Received>, shared: &Shared, epoch: Instant) {
+    let mut decoder = match Decoder::new(codec) {
+        Ok(d) => d,
+        Err(e) => {
+            *shared
+                .decode_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+            return;
+        }
+    };
+    let mut expected: Option<u32> = None;
+    let mut awaiting_keyframe = false;
+    let mut last_stamp: Option<u32> = None;
+    for f in frames {
+        shared
+            .keyframes
+            .fetch_add(u64::from(f.keyframe), Ordering::Relaxed);
+        // A gap in frame indices means a frame was lost: its references are gone, so show
+        // nothing until a keyframe.
+        if expected.is_some_and(|e| e != f.index) {
+            awaiting_keyframe = true;
+        }
+        expected = Some(f.index.wrapping_add(1));
+        if awaiting_keyframe && !f.keyframe {
+            shared.frames_skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        awaiting_keyframe = false;
+        let t = Instant::now();
+        let out = match decoder.decode(&f.data) {
+            Ok(o) => o,
+            Err(e) => {
+                *shared
+                    .decode_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                shared.frames_corrupt.fetch_add(1, Ordering::Relaxed);
+                awaiting_keyframe = true;
+                continue;
+            }
+        };
+        let done = Instant::now();
+        for d in out {
+            shared
+                .decode_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(done.duration_since(t).as_secs_f64() * 1000.0);
+            match read_stamp_luma(&d.y, d.y_stride, d.width, d.height) {
+                Some(s) if s.frame == f.index && s.capture_us == f.capture_us => {
+                    if last_stamp.is_some_and(|l| s.frame <= l) {
+                        shared.frames_out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last_stamp = Some(s.frame);
+                    shared.frames_decoded.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .decoded_ms
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(latency_ms(shared, f.capture_us, done, epoch));
+                    *shared
+                        .sizes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(format!("{}x{}", d.width, d.height))
+                        .or_default() += 1;
+                }
+                other => {
+                    tracing::warn!(index = f.index, stamp = ?other.map(|s| (s.frame, s.capture_us)), "decoded frame does not carry its own stamp");
+                    shared.frames_corrupt.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            *shared.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+        }
+    }
+}

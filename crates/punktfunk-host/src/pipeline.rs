@@ -1,0 +1,373 @@
+//! One session's video pipeline on native threads:
+//!
+//! ```text
+//! encode thread: source → colour conversion → encoder ──(bounded queue, 2 frames)──►
+//! send thread:   packetize + FEC + seal (core SendSession) → batched UDP send
+//! ```
+//!
+//! Sending one frame overlaps encoding the next. Commands (keyframe requests, mode changes,
+//! stop) reach the encode thread through a channel it polls once per frame.
+
+use crate::dataplane::Destination;
+use punktfunk_core::control::{Mode, Welcome};
+use punktfunk_core::crypto::packet_key;
+use punktfunk_core::fec::FecPolicy;
+use punktfunk_core::packetizer::{FrameMeta, PacketBatch, PacketizerConfig};
+use punktfunk_core::session::SendSession;
+use punktfunk_media::{
+    open_encoder, BgraFrame, Converter, Encoder, EncoderConfig, TestPattern, YuvFrame,
+};
+use punktfunk_net::UdpSocket;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Something for the encode thread to do.
+pub enum Command {
+    /// Make the next frame a keyframe.
+    Keyframe,
+    /// Rebuild source and encoder at a new mode; the reply carries the first frame index of
+    /// the new mode or why it failed.
+    Reconfigure {
+        /// The new mode.
+        mode: Mode,
+        /// New bitrate (0 = keep).
+        bitrate_kbps: u32,
+        /// Where to answer.
+        reply: tokio::sync::oneshot::Sender<Result<(u32, u32), String>>,
+    },
+}
+
+/// Per-stage timings of the host, µs, one entry per frame.
+#[derive(Debug, Default, Clone)]
+pub struct StageTimes {
+    /// Colour conversion.
+    pub convert_us: Vec<u32>,
+    /// Encoding.
+    pub encode_us: Vec<u32>,
+    /// Packetize + FEC + seal + send syscalls.
+    pub send_us: Vec<u32>,
+    /// Frames sent.
+    pub frames: u64,
+    /// Bytes of encoded video sent.
+    pub bytes: u64,
+    /// Keyframes produced.
+    pub keyframes: u64,
+}
+
+/// What the pipeline needs to start.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The session's agreed configuration.
+    pub welcome: Welcome,
+    /// Try hardware encoders first.
+    pub prefer_hardware: bool,
+    /// The host clock's zero (capture times are µs since it).
+    pub epoch: Instant,
+}
+
+/// A running pipeline; dropping it stops and joins both threads.
+pub struct Pipeline {
+    commands: Sender<Command>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    times: Arc<Mutex<StageTimes>>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+struct Encoded {
+    data: Vec<u8>,
+    keyframe: bool,
+    capture_us: u64,
+}
+
+struct Source {
+    pattern: TestPattern,
+    convert: Converter,
+    encoder: Box<dyn Encoder>,
+    bgra: BgraFrame,
+    yuv: YuvFrame,
+    mode: Mode,
+    bitrate_kbps: u32,
+}
+
+impl Source {
+    fn open(
+        welcome: &Welcome,
+        mode: Mode,
+        bitrate_kbps: u32,
+        prefer_hardware: bool,
+    ) -> Result<Source, String> {
+        let cfg = EncoderConfig {
+            codec: welcome.codec,
+            width: mode.width,
+            height: mode.height,
+            fps: mode.fps(),
+            bitrate_kbps,
+            prefer_hardware,
+        };
+        let encoder = open_encoder(&cfg).map_err(|e| e.to_string())?;
+        tracing::info!(encoder = encoder.name(), %mode, bitrate_kbps, source = "testpattern", "video pipeline configured");
+        Ok(Source {
+            pattern: TestPattern::new(mode.width, mode.height),
+            convert: Converter::new(mode.width, mode.height).map_err(|e| e.to_string())?,
+            encoder,
+            bgra: BgraFrame {
+                width: mode.width,
+                height: mode.height,
+                data: Vec::new(),
+            },
+            yuv: YuvFrame {
+                width: mode.width,
+                height: mode.height,
+                data: Vec::new(),
+            },
+            mode,
+            bitrate_kbps,
+        })
+    }
+}
+
+impl Pipeline {
+    /// Opens the encoder (failing here if none works) and starts both threads. Frames are
+    /// produced once `dest` is known (the client's first probe).
+    pub fn start(
+        cfg: PipelineConfig,
+        dest: Destination,
+        sock: Arc<UdpSocket>,
+    ) -> Result<Pipeline, String> {
+        let source = Source::open(
+            &cfg.welcome,
+            cfg.welcome.mode,
+            cfg.welcome.bitrate_kbps,
+            cfg.prefer_hardware,
+        )?;
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let (frame_tx, frame_rx) = mpsc::sync_channel::<Encoded>(2);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let times = Arc::new(Mutex::new(StageTimes::default()));
+        let failure = Arc::new(Mutex::new(None));
+        let w = &cfg.welcome;
+        let key = packet_key(w.suite, &w.host_to_client.key, w.host_to_client.salt)
+            .map_err(|e| e.to_string())?;
+        let pcfg = PacketizerConfig {
+            max_shard_len: w.shard_len,
+            fec: FecPolicy {
+                percent: w.fec_percent,
+                min_parity: w.fec_min_parity,
+                max_parity: w.fec_max_parity,
+            },
+            ..PacketizerConfig::default()
+        };
+        let session = SendSession::new(pcfg, key);
+
+        let enc = {
+            let (stop, times, failure, dest, cfg) = (
+                stop.clone(),
+                times.clone(),
+                failure.clone(),
+                dest.clone(),
+                cfg.clone(),
+            );
+            std::thread::Builder::new()
+                .name("encode".into())
+                .spawn(move || {
+                    if let Err(e) =
+                        encode_loop(source, &cfg, &cmd_rx, &frame_tx, &stop, &times, &dest)
+                    {
+                        tracing::error!(error = %e, "encode thread failed");
+                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    }
+                })
+                .map_err(|e| e.to_string())?
+        };
+        let snd = {
+            let (times, failure) = (times.clone(), failure.clone());
+            std::thread::Builder::new()
+                .name("send".into())
+                .spawn(move || {
+                    if let Err(e) = send_loop(session, &frame_rx, &sock, &dest, &times) {
+                        tracing::error!(error = %e, "send thread failed");
+                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    }
+                })
+                .map_err(|e| e.to_string())?
+        };
+        Ok(Pipeline {
+            commands: cmd_tx,
+            stop,
+            threads: vec![enc, snd],
+            times,
+            failure,
+        })
+    }
+
+    /// Sends a command to the encode thread.
+    pub fn command(&self, c: Command) {
+        let _ = self.commands.send(c);
+    }
+
+    /// Timings and counters so far.
+    pub fn times(&self) -> StageTimes {
+        self.times.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why the pipeline stopped on its own, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops and joins both threads.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn encode_loop(
+    mut src: Source,
+    cfg: &PipelineConfig,
+    commands: &Receiver<Command>,
+    frames: &SyncSender<Encoded>,
+    stop: &std::sync::atomic::AtomicBool,
+    times: &Mutex<StageTimes>,
+    dest: &Destination,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Wait for the client's first probe: the first frame (a keyframe) must not go nowhere.
+    while dest.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+        if stop.load(Relaxed) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut interval = Duration::from_secs_f64(1000.0 / src.mode.refresh_mhz as f64);
+    let mut next = Instant::now();
+    let mut index: u32 = 0;
+    let mut force_keyframe = true;
+    while !stop.load(Relaxed) {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Keyframe) => force_keyframe = true,
+                Ok(Command::Reconfigure {
+                    mode,
+                    bitrate_kbps,
+                    reply,
+                }) => {
+                    let rate = if bitrate_kbps == 0 {
+                        src.bitrate_kbps
+                    } else {
+                        bitrate_kbps
+                    };
+                    match Source::open(&cfg.welcome, mode, rate, cfg.prefer_hardware) {
+                        Ok(s) => {
+                            src = s;
+                            interval = Duration::from_secs_f64(1000.0 / mode.refresh_mhz as f64);
+                            force_keyframe = true;
+                            let _ = reply.send(Ok((index, rate)));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+            }
+        }
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > interval * 2 {
+            next = now; // fell behind (slow encoder): do not try to catch up in a burst
+        }
+        next += interval;
+
+        let capture = Instant::now();
+        let capture_us = capture.duration_since(cfg.epoch).as_micros() as u64;
+        src.pattern.render(index, capture_us, &mut src.bgra);
+        let t = Instant::now();
+        src.convert
+            .convert(&src.bgra, &mut src.yuv)
+            .map_err(|e| e.to_string())?;
+        let convert_us = t.elapsed().as_micros() as u32;
+        let t = Instant::now();
+        let out = src
+            .encoder
+            .encode(&src.yuv, index as i64, force_keyframe)
+            .map_err(|e| e.to_string())?;
+        let encode_us = t.elapsed().as_micros() as u32;
+        {
+            let mut tm = times.lock().unwrap_or_else(|e| e.into_inner());
+            tm.convert_us.push(convert_us);
+            tm.encode_us.push(encode_us);
+        }
+        index = index.wrapping_add(1);
+        if let Some(f) = out {
+            force_keyframe = false;
+            if frames
+                .send(Encoded {
+                    data: f.data,
+                    keyframe: f.keyframe,
+                    capture_us,
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn send_loop(
+    mut session: SendSession,
+    frames: &Receiver<Encoded>,
+    sock: &UdpSocket,
+    dest: &Destination,
+    times: &Mutex<StageTimes>,
+) -> Result<(), String> {
+    let mut batch = PacketBatch::new();
+    loop {
+        let f = match frames.recv_timeout(Duration::from_millis(200)) {
+            Ok(f) => f,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        let Some(to) = *dest.lock().unwrap_or_else(|e| e.into_inner()) else {
+            continue;
+        };
+        let t = Instant::now();
+        session
+            .send_frame(
+                &f.data,
+                FrameMeta {
+                    timestamp_us: f.capture_us,
+                    keyframe: f.keyframe,
+                },
+                &mut batch,
+            )
+            .map_err(|e| e.to_string())?;
+        // A full socket buffer drops datagrams like a congested link would; FEC and keyframe
+        // requests deal with it, so the error is counted rather than fatal.
+        let _ = sock.send_batch(to, batch.as_bytes(), batch.segment_size());
+        let send_us = t.elapsed().as_micros() as u32;
+        let mut tm = times.lock().unwrap_or_else(|e| e.into_inner());
+        tm.send_us.push(send_us);
+        tm.frames += 1;
+        tm.bytes += f.data.len() as u64;
+        tm.keyframes += u64::from(f.keyframe);
+    }
+}

@@ -1,0 +1,316 @@
+//! `punktfunk-host serve`: the persistent punktfunk/1 listener.
+//!
+//! Accepts QUIC connections back to back (at most `max_sessions` at once), runs the sans-IO
+//! handshake on the control stream under a deadline, then starts the session's video pipeline
+//! on native threads and serves its control messages (keyframe requests, reconfiguration,
+//! clock probes, receiver stats, Bye) and input datagrams until either side ends it.
+
+use crate::dataplane::DataPlane;
+use crate::inject::{InputInjector, LogInjector};
+use crate::pipeline::{Command, Pipeline, PipelineConfig};
+use anyhow::{Context, Result};
+use punktfunk_core::control::{datagram, ByeReason, ClockReply, Codec, Message, Mode};
+use punktfunk_core::crypto::{packet_key, CipherSuite, Opener};
+use punktfunk_core::handshake::{HostHandshake, HostPolicy};
+use punktfunk_core::input::InputEvent;
+use punktfunk_quic::{server_endpoint, ControlStream, Identity};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything `serve` needs, resolved from flags once.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Data-plane UDP address (port 0 = QUIC port + 1).
+    pub data: SocketAddr,
+    /// Directory holding the host identity.
+    pub config_dir: PathBuf,
+    /// Most concurrent sessions.
+    pub max_sessions: usize,
+    /// Stop after this many sessions (None = forever).
+    pub session_limit: Option<usize>,
+    /// Time a client has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// Codecs offered, in the host's preference order.
+    pub codecs: Vec<Codec>,
+    /// Largest mode served.
+    pub max_mode: Mode,
+    /// Default and range of the video bitrate, kbit/s.
+    pub default_bitrate_kbps: u32,
+    /// Accepted bitrate range, kbit/s.
+    pub bitrate_range_kbps: (u32, u32),
+    /// Default FEC percentage.
+    pub fec_percent: u16,
+    /// Largest shard payload.
+    pub shard_len: u16,
+    /// Packet cipher.
+    pub suite: CipherSuite,
+    /// Try hardware encoders first.
+    pub prefer_hardware: bool,
+}
+
+/// Fills `buf` from the system's secure random source.
+fn fill_random(buf: &mut [u8]) {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .expect("the system random source works");
+}
+
+/// Runs the listener until `session_limit` sessions have ended (or forever).
+pub async fn serve(cfg: ServeConfig) -> Result<()> {
+    let (identity, created) = Identity::load_or_create(&cfg.config_dir.join("host"))
+        .context("loading the host identity")?;
+    if created {
+        tracing::info!(dir = %cfg.config_dir.display(), "created a new host identity");
+    }
+    let fingerprint = identity.fingerprint();
+    tracing::info!(%fingerprint, "host certificate fingerprint (clients pin this with --pin)");
+    let endpoint = server_endpoint(cfg.listen, &identity).context("binding the QUIC endpoint")?;
+    let listen = endpoint.local_addr()?;
+    let mut data_addr = cfg.data;
+    if data_addr.port() == 0 {
+        data_addr.set_port(listen.port().wrapping_add(1));
+    }
+    let data = Arc::new(
+        DataPlane::bind(data_addr)
+            .with_context(|| format!("binding the data plane on {data_addr}"))?,
+    );
+    // One line a script can wait for.
+    println!(
+        "punktfunk-host listening on {listen} (data {}), fingerprint {fingerprint}",
+        data.port()
+    );
+    tracing::info!(%listen, data_port = data.port(), max_sessions = cfg.max_sessions, "listening");
+
+    let active = Arc::new(AtomicUsize::new(0));
+    let epoch = Instant::now();
+    let mut started = 0usize;
+    let mut tasks = tokio::task::JoinSet::new();
+    let cfg = Arc::new(cfg);
+    loop {
+        if cfg.session_limit.is_some_and(|n| started >= n) {
+            break;
+        }
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; shutting down"); break }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let remote = incoming.remote_address();
+        started += 1;
+        let (cfg, data, active) = (cfg.clone(), data.clone(), active.clone());
+        tasks.spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "QUIC handshake failed");
+                    return;
+                }
+            };
+            let busy = active.fetch_add(1, Ordering::SeqCst) >= cfg.max_sessions;
+            if let Err(e) = session(conn.clone(), &cfg, &data, epoch, busy).await {
+                tracing::warn!(%remote, error = %e, "session ended with an error");
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+            conn.close(0u32.into(), b"bye");
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    endpoint.close(0u32.into(), b"shutdown");
+    endpoint.wait_idle().await;
+    Ok(())
+}
+
+async fn session(
+    conn: punktfunk_quic::quinn::Connection,
+    cfg: &ServeConfig,
+    data: &DataPlane,
+    epoch: Instant,
+    busy: bool,
+) -> Result<()> {
+    let remote = conn.remote_address();
+    let mut cs = tokio::time::timeout(cfg.handshake_timeout, ControlStream::accept(&conn))
+        .await
+        .context("client opened no control stream in time")??;
+    let policy = HostPolicy {
+        codecs: cfg.codecs.clone(),
+        max_mode: cfg.max_mode,
+        default_bitrate_kbps: cfg.default_bitrate_kbps,
+        bitrate_range_kbps: cfg.bitrate_range_kbps,
+        default_fec_percent: cfg.fec_percent,
+        fec_parity_range: (2, 1024),
+        shard_len: cfg.shard_len,
+        suite: cfg.suite,
+        data_port: data.port(),
+    };
+    let mut hs = HostHandshake::new(policy);
+    if busy {
+        hs.refuse(
+            ByeReason::BUSY,
+            &format!("the host is at its limit of {} sessions", cfg.max_sessions),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    let (welcome, hello) = loop {
+        while let Some(m) = hs.poll_message() {
+            cs.send(&m).await?;
+        }
+        if let Some(e) = hs.error() {
+            anyhow::bail!("handshake with {remote} failed: {e}");
+        }
+        if let Some((w, h)) = hs.established() {
+            break (w.clone(), h.clone());
+        }
+        match tokio::time::timeout_at(deadline, cs.recv()).await {
+            Err(_) => {
+                let _ = cs
+                    .send(&Message::Bye {
+                        reason: ByeReason::TIMEOUT,
+                        message: "handshake took too long".into(),
+                    })
+                    .await;
+                anyhow::bail!("handshake with {remote} timed out");
+            }
+            Ok(Ok(Some(m))) => hs.handle(m, &mut fill_random),
+            Ok(Ok(None)) => {
+                anyhow::bail!("{remote} closed the control stream during the handshake")
+            }
+            Ok(Err(punktfunk_quic::TransportError::Malformed(e))) => hs.malformed(&e.to_string()),
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    };
+    tracing::info!(
+        %remote, client = %hello.client_name, session = welcome.session_id, codec = %welcome.codec,
+        mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps, fec_percent = welcome.fec_percent,
+        "session established"
+    );
+
+    let c2h = packet_key(
+        welcome.suite,
+        &welcome.client_to_host.key,
+        welcome.client_to_host.salt,
+    )?;
+    let dest = data.register(welcome.session_id, Opener::new(c2h));
+    let pcfg = PipelineConfig {
+        welcome: welcome.clone(),
+        prefer_hardware: cfg.prefer_hardware,
+        epoch,
+    };
+    let mut pipeline = match Pipeline::start(pcfg, dest, data.socket()) {
+        Ok(p) => p,
+        Err(e) => {
+            data.unregister(welcome.session_id);
+            let _ = cs
+                .send(&Message::Bye {
+                    reason: ByeReason::INTERNAL,
+                    message: format!("cannot start video: {e}"),
+                })
+                .await;
+            anyhow::bail!("pipeline: {e}");
+        }
+    };
+
+    let mut injector: Box<dyn InputInjector> = Box::new(LogInjector::default());
+    let mut input_events = 0u64;
+    let result = loop {
+        tokio::select! {
+            m = cs.recv() => match m {
+                Ok(Some(Message::RequestKeyframe { frame })) => {
+                    tracing::debug!(frame, "keyframe requested");
+                    pipeline.command(Command::Keyframe);
+                }
+                Ok(Some(Message::Reconfigure { mode, bitrate_kbps })) => {
+                    if let Err(e) = mode.validate().map_err(|e| e.to_string()).and_then(|_| {
+                        if mode.width > cfg.max_mode.width || mode.height > cfg.max_mode.height { Err(format!("{mode} exceeds {}", cfg.max_mode)) } else { Ok(()) }
+                    }) {
+                        let _ = cs.send(&Message::Bye { reason: ByeReason::UNSUPPORTED, message: format!("reconfigure refused: {e}") }).await;
+                        break Err(anyhow::anyhow!("reconfigure refused: {e}"));
+                    }
+                    let rate = if bitrate_kbps == 0 { 0 } else { bitrate_kbps.clamp(cfg.bitrate_range_kbps.0, cfg.bitrate_range_kbps.1) };
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    pipeline.command(Command::Reconfigure { mode, bitrate_kbps: rate, reply: tx });
+                    match rx.await {
+                        Ok(Ok((first_frame, rate))) => {
+                            tracing::info!(%mode, first_frame, "reconfigured");
+                            cs.send(&Message::Reconfigured { mode, bitrate_kbps: rate, first_frame }).await?;
+                        }
+                        other => {
+                            let e = match other { Ok(Err(e)) => e, _ => "the pipeline stopped".to_string() };
+                            let _ = cs.send(&Message::Bye { reason: ByeReason::INTERNAL, message: format!("reconfigure failed: {e}") }).await;
+                            break Err(anyhow::anyhow!("reconfigure failed: {e}"));
+                        }
+                    }
+                }
+                Ok(Some(Message::ClockProbe(p))) => {
+                    let t1 = epoch.elapsed().as_micros() as u64;
+                    let reply = ClockReply { id: p.id, t0_us: p.t0_us, t1_us: t1, t2_us: epoch.elapsed().as_micros() as u64 };
+                    cs.send(&Message::ClockReply(reply)).await?;
+                }
+                Ok(Some(Message::Stats(s))) => tracing::debug!(?s, "receiver stats"),
+                Ok(Some(Message::Bye { reason, message })) => {
+                    tracing::info!(%reason, %message, "client ended the session");
+                    break Ok(());
+                }
+                Ok(Some(Message::Unknown { ty })) => tracing::debug!(ty, "ignoring unknown control message"),
+                Ok(Some(other)) => {
+                    let _ = cs.send(&Message::Bye { reason: ByeReason::PROTOCOL_ERROR, message: "unexpected message".into() }).await;
+                    break Err(anyhow::anyhow!("unexpected control message {other:?}"));
+                }
+                Ok(None) => break Ok(()),
+                Err(punktfunk_quic::TransportError::Malformed(e)) => {
+                    let _ = cs.send(&Message::Bye { reason: ByeReason::PROTOCOL_ERROR, message: e.to_string() }).await;
+                    break Err(anyhow::anyhow!("malformed control message: {e}"));
+                }
+                Err(e) => break Err(e.into()),
+            },
+            d = conn.read_datagram() => match d {
+                Ok(bytes) if bytes.first() == Some(&datagram::INPUT) => match InputEvent::decode_batch(&bytes[1..]) {
+                    Ok(events) => {
+                        input_events += events.len() as u64;
+                        events.iter().for_each(|e| injector.inject(e));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "dropping a malformed input datagram"),
+                },
+                Ok(_) => tracing::debug!("dropping a datagram with an unknown code"),
+                Err(e) => break Err(e.into()),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Some(e) = pipeline.failure() {
+                    let _ = cs.send(&Message::Bye { reason: ByeReason::INTERNAL, message: e.clone() }).await;
+                    break Err(anyhow::anyhow!("pipeline failed: {e}"));
+                }
+            }
+        }
+    };
+    pipeline.stop();
+    data.unregister(welcome.session_id);
+    let t = pipeline.times();
+    tracing::info!(
+        session = welcome.session_id,
+        frames = t.frames,
+        keyframes = t.keyframes,
+        bytes = t.bytes,
+        input_events,
+        injector = injector.name(),
+        encode_p50_us = percentile(&t.encode_us, 50.0),
+        send_p99_us = percentile(&t.send_us, 99.0),
+        "session ended"
+    );
+    result
+}
+
+/// The `p`-th percentile of `v` (nearest rank), 0 for an empty slice.
+pub fn percentile(v: &[u32], p: f64) -> u32 {
+    if v.is_empty() {
+        return 0;
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
