@@ -38,9 +38,9 @@ struct ServeArgs {
     /// QUIC control-plane address.
     #[arg(long, default_value = "0.0.0.0:47800")]
     listen: SocketAddr,
-    /// Data-plane UDP port (0 = the QUIC port + 1).
-    #[arg(long, default_value_t = 0)]
-    data_port: u16,
+    /// Data-plane UDP port (default: the QUIC port + 1; 0 = any free port).
+    #[arg(long)]
+    data_port: Option<u16>,
     /// Most sessions at once; further clients are refused as busy.
     #[arg(long, default_value_t = 4)]
     max_sessions: usize,
@@ -119,7 +119,15 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
     }
     let min_rate = 250.min(a.max_bitrate);
     let mut data = a.listen;
-    data.set_port(a.data_port);
+    data.set_port(match a.data_port {
+        Some(p) => p,
+        None if a.listen.port() == 0 => 0,
+        None => a
+            .listen
+            .port()
+            .checked_add(1)
+            .context("--listen port 65535 leaves no room for the data port; give --data-port")?,
+    });
     Ok(ServeConfig {
         listen: a.listen,
         data,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub struct ServeConfig {
     /// QUIC listen address.
     pub listen: SocketAddr,
-    /// Data-plane UDP address (port 0 = QUIC port + 1).
+    /// Data-plane UDP address (port 0 = any free port).
     pub data: SocketAddr,
     /// Directory holding the host identity.
     pub config_dir: PathBuf,
@@ -72,10 +72,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     tracing::info!(%fingerprint, "host certificate fingerprint (clients pin this with --pin)");
     let endpoint = server_endpoint(cfg.listen, &identity).context("binding the QUIC endpoint")?;
     let listen = endpoint.local_addr()?;
-    let mut data_addr = cfg.data;
-    if data_addr.port() == 0 {
-        data_addr.set_port(listen.port().wrapping_add(1));
-    }
+    let data_addr = cfg.data;
     let data = Arc::new(
         DataPlane::bind(data_addr)
             .with_context(|| format!("binding the data plane on {data_addr}"))?,
@@ -89,11 +86,16 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
 
     let active = Arc::new(AtomicUsize::new(0));
     let epoch = Instant::now();
-    let mut started = 0usize;
+    // Sessions that got past the QUIC handshake count towards `session_limit`; a client
+    // refused by TLS (wrong pin) does not.
+    let established = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     let cfg = Arc::new(cfg);
     loop {
-        if cfg.session_limit.is_some_and(|n| started >= n) {
+        if cfg
+            .session_limit
+            .is_some_and(|n| established.load(Ordering::SeqCst) >= n)
+        {
             break;
         }
         let incoming = tokio::select! {
@@ -102,8 +104,12 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let remote = incoming.remote_address();
-        started += 1;
-        let (cfg, data, active) = (cfg.clone(), data.clone(), active.clone());
+        let (cfg, data, active, established) = (
+            cfg.clone(),
+            data.clone(),
+            active.clone(),
+            established.clone(),
+        );
         tasks.spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -112,6 +118,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                     return;
                 }
             };
+            established.fetch_add(1, Ordering::SeqCst);
             let busy = active.fetch_add(1, Ordering::SeqCst) >= cfg.max_sessions;
             if let Err(e) = session(conn.clone(), &cfg, &data, epoch, busy).await {
                 tracing::warn!(%remote, error = %e, "session ended with an error");

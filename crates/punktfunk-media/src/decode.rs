@@ -137,3 +137,57 @@ pub fn write_png(frame: &DecodedFrame, path: &Path) -> Result<(), MediaError> {
         .map_err(|e| MediaError::Io(format!("{}: {e}", path.display())))?;
     Ok(())
 }
+
+/// What [`probe_stream_file`] found in a stream file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Codec name as libavformat identified it (`h264`, `hevc`, `av1`).
+    pub codec: String,
+    /// Size of the last decoded picture.
+    pub width: u32,
+    /// Height of the last decoded picture.
+    pub height: u32,
+    /// Pictures decoded from the whole file.
+    pub frames: u64,
+}
+
+/// Opens a stream file the way a player does (libavformat probing the raw elementary stream),
+/// decodes every picture and reports what it found: proof that the file plays.
+pub fn probe_stream_file(path: &Path) -> Result<StreamInfo, MediaError> {
+    init();
+    let err = |e: ff::Error| MediaError::Codec(format!("{}: {e}", path.display()));
+    let mut input = ff::format::input(&path).map_err(err)?;
+    let stream = input
+        .streams()
+        .best(ff::media::Type::Video)
+        .ok_or_else(|| MediaError::Codec(format!("{}: no video stream", path.display())))?;
+    let index = stream.index();
+    let ctx = ff::codec::context::Context::from_parameters(stream.parameters()).map_err(err)?;
+    let mut dec = ctx.decoder().video().map_err(err)?;
+    let codec = dec
+        .codec()
+        .map(|c| c.name().to_string())
+        .unwrap_or_default();
+    let mut frame = ff::frame::Video::empty();
+    let mut info = StreamInfo {
+        codec,
+        width: 0,
+        height: 0,
+        frames: 0,
+    };
+    let mut take = |dec: &mut ff::decoder::Video, info: &mut StreamInfo| {
+        while dec.receive_frame(&mut frame).is_ok() {
+            info.frames += 1;
+            info.width = frame.width();
+            info.height = frame.height();
+        }
+    };
+    for (s, packet) in input.packets() {
+        if s.index() == index && dec.send_packet(&packet).is_ok() {
+            take(&mut dec, &mut info);
+        }
+    }
+    let _ = dec.send_eof();
+    take(&mut dec, &mut info);
+    Ok(info)
+}

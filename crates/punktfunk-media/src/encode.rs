@@ -61,7 +61,9 @@ pub(crate) fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = ff::init();
-        ff::util::log::set_level(ff::util::log::Level::Error);
+        // Failures come back as errors and are logged by us with context; libav's own
+        // messages (e.g. NVENC failing to find libcuda on a machine without a GPU) are noise.
+        ff::util::log::set_level(ff::util::log::Level::Fatal);
     });
 }
 

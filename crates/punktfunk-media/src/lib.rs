@@ -16,7 +16,7 @@ pub mod pattern;
 pub mod stamp;
 
 pub use convert::Converter;
-pub use decode::{write_png, DecodedFrame, Decoder};
+pub use decode::{probe_stream_file, write_png, DecodedFrame, Decoder, StreamInfo};
 pub use encode::{open_encoder, EncodedFrame, Encoder, EncoderConfig};
 pub use frame::{BgraFrame, YuvFrame};
 pub use pattern::TestPattern;

@@ -64,6 +64,7 @@ impl GilbertElliott {
 /// | `jitter` | duration | `jitter=4ms` |
 /// | `rate` | bits per second (`k`/`m`/`g` suffix, optional `bit`/`bps`) | `rate=20mbit` |
 /// | `queue` | bytes (`b`/`kb`/`mb`) queued at the bottleneck before tail drop | `queue=256kb` |
+/// | `blackout` | `START+COUNT`: drop packets number START..START+COUNT (0-based) | `blackout=300+40` |
 /// | `seed` | integer | `seed=7` |
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ImpairConfig {
@@ -85,6 +86,8 @@ pub struct ImpairConfig {
     pub rate_bps: Option<u64>,
     /// Bytes waiting at the bottleneck before tail drop (0 = unlimited).
     pub queue_limit: usize,
+    /// Deterministic outage: packets `start..start + count` (by push order, from 0) are dropped.
+    pub blackout: Option<(u64, u64)>,
     /// PRNG seed.
     pub seed: u64,
 }
@@ -254,6 +257,13 @@ impl FromStr for ImpairConfig {
                     let units = [("", 1.0), ("b", 1.0), ("kb", 1024.0), ("k", 1024.0), ("mb", 1048576.0), ("m", 1048576.0)];
                     cfg.queue_limit = parse_scaled(key, v, &units)? as usize;
                 }
+                "blackout" => {
+                    let bad = || ImpairError(format!("blackout: {v:?} must be START+COUNT, e.g. 300+40"));
+                    let (a, b) = v.split_once('+').ok_or_else(bad)?;
+                    let start = a.trim().parse().map_err(|_| bad())?;
+                    let count = b.trim().parse().map_err(|_| bad())?;
+                    cfg.blackout = Some((start, count));
+                }
                 "seed" => {
                     cfg.seed = v
                         .trim()
@@ -262,7 +272,7 @@ impl FromStr for ImpairConfig {
                 }
                 other => {
                     return Err(ImpairError(format!(
-                        "unknown key {other:?} (known: loss, burst, reorder, dup, delay, jitter, rate, queue, seed)"
+                        "unknown key {other:?} (known: loss, burst, reorder, dup, delay, jitter, rate, queue, blackout, seed)"
                     )))
                 }
             }
@@ -285,6 +295,8 @@ pub struct ImpairStats {
     pub dropped_burst: u64,
     /// Tail-dropped at the bottleneck queue.
     pub dropped_queue: u64,
+    /// Dropped by the blackout window.
+    pub dropped_blackout: u64,
     /// Extra copies made.
     pub duplicated: u64,
     /// Packets held back to be overtaken.
@@ -396,8 +408,17 @@ impl Impairment {
     /// A packet enters the network at `now`.
     pub fn push(&mut self, now: Instant, packet: Vec<u8>) {
         let len = packet.len();
+        let number = self.stats.pushed;
         self.stats.pushed += 1;
         self.stats.bytes_in += len as u64;
+        if self
+            .cfg
+            .blackout
+            .is_some_and(|(start, count)| number >= start && number - start < count)
+        {
+            self.stats.dropped_blackout += 1;
+            return;
+        }
 
         // Bottleneck: serialise behind what is queued, tail-drop past the limit.
         let mut depart = now;
@@ -655,6 +676,23 @@ mod tests {
         for (k, (t, _)) in out.iter().enumerate() {
             assert_eq!(*t, t0 + Duration::from_millis(k as u64 + 1));
         }
+    }
+
+    #[test]
+    fn blackout_drops_exactly_its_window() {
+        let t0 = Instant::now();
+        let mut m = Impairment::new("blackout=10+5".parse().unwrap());
+        for i in 0..30 {
+            m.push(t0, pkt(i));
+        }
+        let got: Vec<u32> = drain_all(&mut m)
+            .iter()
+            .map(|(_, p)| u32::from_le_bytes(p[..4].try_into().unwrap()))
+            .collect();
+        let want: Vec<u32> = (0..10).chain(15..30).collect();
+        assert_eq!(got, want);
+        assert_eq!(m.stats().dropped_blackout, 5);
+        assert!("blackout=10".parse::<ImpairConfig>().is_err());
     }
 
     #[test]

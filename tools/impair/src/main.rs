@@ -18,6 +18,7 @@ SPEC is a comma-separated list of key=value (\"none\" = a perfect network):
   jitter=D          uniform extra delay 0..=D (keeps order)
   rate=R            bottleneck bit rate (e.g. 20mbit, 500k)
   queue=B           bytes queued at the bottleneck before tail drop (e.g. 256kb)
+  blackout=S+N      drop packets number S..S+N (0-based, in arrival order): a deterministic outage
   seed=N            PRNG seed (same seed + same traffic = same result)
 
 Examples:
@@ -54,13 +55,14 @@ struct Args {
 
 fn line(name: &str, s: &ImpairStats) -> String {
     format!(
-        "{name}: in {} out {} lost {} (random {}, burst {}, queue {}) dup {} reordered {} bytes {}->{}",
+        "{name}: in {} out {} lost {} (random {}, burst {}, queue {}, blackout {}) dup {} reordered {} bytes {}->{}",
         s.pushed,
         s.delivered,
-        s.dropped_random + s.dropped_burst + s.dropped_queue,
+        s.dropped_random + s.dropped_burst + s.dropped_queue + s.dropped_blackout,
         s.dropped_random,
         s.dropped_burst,
         s.dropped_queue,
+        s.dropped_blackout,
         s.duplicated,
         s.reordered,
         s.bytes_in,

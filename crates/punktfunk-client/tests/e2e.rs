@@ -1,0 +1,431 @@
+//! End to end with the real binaries: a `punktfunk-host serve` process and
+//! `punktfunk-client connect` processes on loopback, real x264 encoding and libavcodec
+//! decoding, the data plane optionally through the impairment proxy. Every shown frame is
+//! verified by the stamp the host drew into it.
+
+use punktfunk_media::probe_stream_file;
+use punktfunk_net::{ImpairConfig, ImpairProxy};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The tests run one at a time: each streams real video, and two cores shared by several
+/// encoders and decoders would turn the timing-related checks into a test of the scheduler.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn client_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_punktfunk-client"))
+}
+
+/// The host binary from the same target directory. `cargo test --workspace` builds it (the
+/// host package has integration tests); when only this package is tested it is built here.
+fn host_bin() -> PathBuf {
+    let path = client_bin().with_file_name("punktfunk-host");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        if path.exists() {
+            return;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = client_bin()
+            .parent()
+            .is_some_and(|d| d.ends_with("release"));
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "punktfunk-host"]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("running cargo build").success(),
+            "building punktfunk-host failed"
+        );
+    });
+    assert!(path.exists(), "{} missing", path.display());
+    path
+}
+
+struct Host {
+    child: Child,
+    quic: SocketAddr,
+    data_port: u16,
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_host(extra: &[&str]) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(host_bin())
+        .args([
+            "--config-dir",
+            dir.path().to_str().unwrap(),
+            "--log",
+            "warn",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-port",
+            "0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "punktfunk-host listening on 127.0.0.1:PORT (data DPORT), fingerprint HEX"
+    let quic: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let data_port: u16 = line
+        .split("(data ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fingerprint = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(fingerprint.len(), 64, "{line}");
+    Host {
+        child,
+        quic,
+        data_port,
+        fingerprint,
+        _dir: dir,
+    }
+}
+
+struct Run {
+    ok: bool,
+    report: Value,
+    stderr: String,
+}
+
+fn client(host: &Host, config: &Path, args: &[&str]) -> Run {
+    let out = Command::new(client_bin())
+        .args([
+            "--config-dir",
+            config.to_str().unwrap(),
+            "--log",
+            "warn",
+            "connect",
+            &host.quic.to_string(),
+            "--json",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    Run {
+        ok: out.status.success(),
+        report,
+        stderr,
+    }
+}
+
+fn n(r: &Value, k: &str) -> u64 {
+    r[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {r}"))
+}
+
+#[test]
+fn clean_network_every_frame_decoded_in_order_and_the_file_plays() {
+    let _serial = serial();
+    let host = start_host(&["--sessions", "1"]);
+    let cfg = tempfile::tempdir().unwrap();
+    let file = cfg.path().join("stream.h264");
+    let png = cfg.path().join("frame.png");
+    let pin = host.fingerprint.clone();
+    let r = client(
+        &host,
+        cfg.path(),
+        &[
+            "--mode",
+            "640x360@30",
+            "--seconds",
+            "3",
+            "--pin",
+            &pin,
+            "--out",
+            file.to_str().unwrap(),
+            "--png",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let rep = &r.report;
+    let sent = n(rep, "frames_sent");
+    assert!(sent >= 60, "{rep}");
+    for k in ["frames_received", "frames_decoded"] {
+        assert_eq!(n(rep, k), sent, "{k}: {rep}");
+    }
+    for k in [
+        "frames_lost",
+        "frames_corrupt",
+        "frames_out_of_order",
+        "frames_skipped",
+        "keyframes_requested",
+        "packets_rejected",
+    ] {
+        assert_eq!(n(rep, k), 0, "{k}: {rep}");
+    }
+    assert_eq!(
+        n(rep, "keyframes_received"),
+        1,
+        "one keyframe, at the start"
+    );
+    assert!(rep["capture_to_decoded_ms"]["p50"].as_f64().unwrap() > 0.0);
+    let info = probe_stream_file(&file).unwrap();
+    assert_eq!(
+        (info.codec.as_str(), info.width, info.height, info.frames),
+        ("h264", 640, 360, sent),
+        "{info:?}"
+    );
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+}
+
+#[test]
+fn five_percent_loss_with_fec_is_recovered_and_never_corrupt() {
+    let _serial = serial();
+    let host = start_host(&["--sessions", "1"]);
+    let upstream: SocketAddr = format!("127.0.0.1:{}", host.data_port).parse().unwrap();
+    // Video flows host -> client: the proxy's backward direction.
+    let back: ImpairConfig = "loss=5%,seed=11".parse().unwrap();
+    let proxy = ImpairProxy::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        upstream,
+        ImpairConfig::default(),
+        back,
+    )
+    .unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let via = proxy.local_addr().to_string();
+    let r = client(
+        &host,
+        cfg.path(),
+        &[
+            "--mode",
+            "640x360@30",
+            "--seconds",
+            "4",
+            "--fec",
+            "20",
+            "--bitrate",
+            "3000",
+            "--data-via",
+            &via,
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let rep = &r.report;
+    let dropped = proxy.stats().backward.dropped_random;
+    assert!(dropped > 50, "the proxy lost only {dropped} datagrams");
+    assert!(n(rep, "frames_recovered") > 10, "{rep}");
+    assert_eq!(n(rep, "frames_corrupt"), 0, "{rep}");
+    assert_eq!(n(rep, "frames_out_of_order"), 0, "{rep}");
+    let (sent, decoded) = (n(rep, "frames_sent"), n(rep, "frames_decoded"));
+    assert!(
+        decoded * 100 >= sent * 90,
+        "decoded {decoded} of {sent}: {rep}"
+    );
+}
+
+#[test]
+fn a_burst_that_defeats_fec_triggers_a_keyframe_and_recovers() {
+    let _serial = serial();
+    let host = start_host(&["--sessions", "1"]);
+    let upstream: SocketAddr = format!("127.0.0.1:{}", host.data_port).parse().unwrap();
+    // ~35 datagrams per frame at this bitrate: 150 in a row wipe out several frames.
+    let back: ImpairConfig = "blackout=1500+150".parse().unwrap();
+    let proxy = ImpairProxy::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        upstream,
+        ImpairConfig::default(),
+        back,
+    )
+    .unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let via = proxy.local_addr().to_string();
+    let r = client(
+        &host,
+        cfg.path(),
+        &[
+            "--mode",
+            "640x360@30",
+            "--seconds",
+            "4",
+            "--bitrate",
+            "10000",
+            "--data-via",
+            &via,
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let rep = &r.report;
+    assert_eq!(proxy.stats().backward.dropped_blackout, 150);
+    assert!(n(rep, "frames_lost") >= 1, "{rep}");
+    assert!(n(rep, "keyframes_requested") >= 1, "{rep}");
+    assert!(
+        n(rep, "keyframes_received") >= 2,
+        "the requested keyframe arrived: {rep}"
+    );
+    assert_eq!(n(rep, "frames_corrupt"), 0, "{rep}");
+    // Recovery within a few frames: only the frames between the loss and the new keyframe
+    // (one round trip plus an encode) are skipped.
+    assert!(n(rep, "frames_skipped") <= 5, "{rep}");
+    let sent = n(rep, "frames_sent");
+    let accounted = n(rep, "frames_decoded") + n(rep, "frames_lost") + n(rep, "frames_skipped");
+    assert_eq!(
+        accounted, sent,
+        "every frame decoded, lost or skipped: {rep}"
+    );
+}
+
+#[test]
+fn reconfigure_changes_the_decoded_size_mid_stream() {
+    let _serial = serial();
+    let host = start_host(&["--sessions", "1"]);
+    let cfg = tempfile::tempdir().unwrap();
+    let r = client(
+        &host,
+        cfg.path(),
+        &[
+            "--mode",
+            "640x360@30",
+            "--seconds",
+            "3",
+            "--reconfigure",
+            "1.5:320x180@30",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let rep = &r.report;
+    assert_eq!(rep["mode"], "320x180@30", "{rep}");
+    let sizes = &rep["sizes"];
+    assert!(sizes["640x360"].as_u64().unwrap_or(0) > 20, "{rep}");
+    assert!(sizes["320x180"].as_u64().unwrap_or(0) > 20, "{rep}");
+    assert_eq!(n(rep, "frames_corrupt"), 0, "{rep}");
+    assert_eq!(n(rep, "frames_lost"), 0, "{rep}");
+}
+
+#[test]
+fn sessions_back_to_back_with_trust_on_first_use_and_pins() {
+    let _serial = serial();
+    let host = start_host(&["--sessions", "3"]);
+    let cfg = tempfile::tempdir().unwrap();
+    // First use: stored.
+    let r = client(
+        &host,
+        cfg.path(),
+        &["--mode", "320x180@30", "--seconds", "1"],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("trusting this host on first use"),
+        "{}",
+        r.stderr
+    );
+    let known = std::fs::read_to_string(cfg.path().join("client/known_hosts")).unwrap();
+    assert!(known.contains(&host.fingerprint), "{known}");
+    // Second session on the same listener: known host, no warning.
+    let r = client(
+        &host,
+        cfg.path(),
+        &["--mode", "320x180@30", "--seconds", "1"],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(!r.stderr.contains("first use"), "{}", r.stderr);
+    assert!(n(&r.report, "frames_decoded") > 10);
+    // A wrong pin is refused before anything streams.
+    let wrong = "ab".repeat(32);
+    let r = client(&host, cfg.path(), &["--seconds", "1", "--pin", &wrong]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("not the pinned"), "{}", r.stderr);
+    // A malformed pin is an error, not a silent downgrade to TOFU.
+    let r = client(&host, cfg.path(), &["--seconds", "1", "--pin", "12345"]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("invalid fingerprint"), "{}", r.stderr);
+    // Third real session still works.
+    let r = client(
+        &host,
+        cfg.path(),
+        &[
+            "--mode",
+            "320x180@30",
+            "--seconds",
+            "1",
+            "--pin",
+            &host.fingerprint,
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+}
+
+#[test]
+fn a_changed_host_identity_is_refused_with_advice() {
+    let _serial = serial();
+    let cfg = tempfile::tempdir().unwrap();
+    let first = start_host(&["--sessions", "1"]);
+    let r = client(
+        &first,
+        cfg.path(),
+        &["--mode", "320x180@30", "--seconds", "0.5"],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    // Another host (new identity) answering under the same name: store the first host's entry
+    // under the second's address, as if the machine had been reinstalled.
+    let second = start_host(&["--sessions", "1"]);
+    let kh = cfg.path().join("client/known_hosts");
+    let text = std::fs::read_to_string(&kh)
+        .unwrap()
+        .replace(&first.quic.to_string(), &second.quic.to_string());
+    std::fs::write(&kh, text).unwrap();
+    let r = client(&second, cfg.path(), &["--seconds", "0.5"]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("CHANGED") && r.stderr.contains("--pin"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let _serial = serial();
+    let cfg = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(client_bin())
+            .args(["--config-dir", cfg.path().to_str().unwrap(), "connect"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, e) = run(&["127.0.0.1:1", "--mode", "1921x1080"]);
+    assert!(!ok && e.contains("must be even"), "{e}");
+    let (ok, e) = run(&["127.0.0.1:1", "--codec", "mpeg2"]);
+    assert!(!ok && e.contains("unknown codec"), "{e}");
+    let (ok, e) = run(&["127.0.0.1:1", "--seconds=-1"]);
+    assert!(!ok && e.contains("--seconds"), "{e}");
+    let _ = Duration::ZERO;
+}
