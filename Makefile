@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_ARGS ?=
 
-.PHONY: all deps build demo test lint bench fuzz clean
+.PHONY: all deps build demo loss-harness test lint bench fuzz clean
 
 all: build
 
@@ -12,9 +12,15 @@ deps:
 build: deps
 	$(CARGO) build --workspace --release
 
-# The main job. Until the streaming host lands this runs the loss harness: real frames through
-# the real packetizer, FEC, AES-GCM and reassembler over a seeded impaired network.
+# The main job: a host and a client on loopback over punktfunk/1 (x264 video, FEC, AES-GCM),
+# the client's report of every frame, the stream file and a decoded frame in demo-out/.
+# Variables for scripts/demo.sh: MODE, SECONDS_TO_RUN, CODEC, BITRATE, IMPAIR (e.g. loss=5%).
 demo: deps
+	$(CARGO) build --release -p punktfunk-host -p punktfunk-client -p punktfunk-impair
+	./scripts/demo.sh
+
+# The loss harness: loss rate x burstiness x FEC over the real data plane (virtual time).
+loss-harness: deps
 	$(CARGO) run --release -p punktfunk-loss-harness -- $(DEMO_ARGS)
 
 # Every test: formatting, lints, unit/property/integration tests and doc tests.
@@ -31,6 +37,7 @@ lint: deps
 bench: deps
 	$(CARGO) bench -p punktfunk-core
 	$(CARGO) bench -p punktfunk-net
+	$(CARGO) bench -p punktfunk-media
 
 # Short fuzz runs (needs a nightly toolchain and cargo-fuzz); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30

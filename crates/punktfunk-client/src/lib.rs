@@ -131,6 +131,8 @@ pub struct Report {
     pub capture_to_decoded_ms: Percentiles,
     /// Decode time per frame.
     pub decode_ms: Percentiles,
+    /// Receive path per frame: opening, reassembling and FEC-recovering its datagrams.
+    pub receive_path_ms: Percentiles,
     /// Frames shown per decoded size (e.g. "1280x720": 600).
     pub sizes: std::collections::BTreeMap<String, u64>,
     /// Why the session ended.
@@ -167,6 +169,7 @@ impl Report {
             "  capture -> decoded     {}\n",
             p(&self.capture_to_decoded_ms)
         );
+        s += &format!("  receive path           {}\n", p(&self.receive_path_ms));
         s += &format!("  decode                 {}\n", p(&self.decode_ms));
         s += &format!("ended: {}\n", self.end);
         s
@@ -185,6 +188,8 @@ struct Received {
 #[derive(Default)]
 struct Shared {
     recv_ms: Mutex<Vec<f64>>,
+    /// CPU time of the receive path (authenticate, reassemble, FEC) per frame.
+    recv_path_ms: Mutex<Vec<f64>>,
     decoded_ms: Mutex<Vec<f64>>,
     decode_ms: Mutex<Vec<f64>>,
     sizes: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -434,6 +439,7 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
         capture_to_received_ms: l(&shared.recv_ms),
         capture_to_decoded_ms: l(&shared.decoded_ms),
         decode_ms: l(&shared.decode_ms),
+        receive_path_ms: l(&shared.recv_path_ms),
         sizes,
         end,
     };
@@ -475,6 +481,7 @@ fn receive_loop(
     let mut batch = RecvBatch::new(64, 65_536);
     let mut next_probe = Instant::now();
     let mut got_any = false;
+    let mut path_time = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         if Instant::now() >= next_probe {
             if let Some(p) = probe::encode(&mut sealer, welcome.session_id) {
@@ -493,6 +500,7 @@ fn receive_loop(
             for (_, d) in batch.iter_mut() {
                 let _ = rx.handle_datagram(now, d);
             }
+            path_time += now.elapsed();
         }
         rx.handle_timeout(Instant::now());
         while let Some(ev) = rx.poll_event() {
@@ -510,6 +518,12 @@ fn receive_loop(
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(latency_ms(shared, f.timestamp_us, f.completed, epoch));
+                    shared
+                        .recv_path_ms
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(path_time.as_secs_f64() * 1000.0);
+                    path_time = Duration::ZERO;
                     if let Some(o) = out.as_mut() {
                         o.write_all(&f.data).context("writing the stream file")?;
                     }

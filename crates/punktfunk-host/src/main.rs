@@ -74,6 +74,10 @@ struct ServeArgs {
     /// Do not try hardware encoders (NVENC, VAAPI) before software.
     #[arg(long)]
     no_hardware: bool,
+    /// Write each ended session's per-stage timings (render, convert, encode, send path) and the
+    /// host's CPU time per frame to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
 }
 
 fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -143,6 +147,7 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
         shard_len: a.shard,
         suite,
         prefer_hardware: !a.no_hardware,
+        stats_json: a.stats_json,
     })
 }
 

@@ -15,7 +15,8 @@ use punktfunk_core::fec::FecPolicy;
 use punktfunk_core::packetizer::{FrameMeta, PacketBatch, PacketizerConfig};
 use punktfunk_core::session::SendSession;
 use punktfunk_media::{
-    open_encoder, BgraFrame, Converter, Encoder, EncoderConfig, TestPattern, YuvFrame,
+    draw_stamp_bgra, open_encoder, BgraFrame, Converter, Encoder, EncoderConfig, Stamp,
+    TestPattern, YuvFrame,
 };
 use punktfunk_net::UdpSocket;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -42,12 +43,16 @@ pub enum Command {
 /// Per-stage timings of the host, µs, one entry per frame.
 #[derive(Debug, Default, Clone)]
 pub struct StageTimes {
+    /// Drawing the test pattern (the stand-in for capture; before the capture timestamp).
+    pub render_us: Vec<u32>,
     /// Colour conversion.
     pub convert_us: Vec<u32>,
     /// Encoding.
     pub encode_us: Vec<u32>,
-    /// Packetize + FEC + seal + send syscalls.
+    /// Packetize + FEC + seal + send syscalls, wall time.
     pub send_us: Vec<u32>,
+    /// The same, CPU time of the send thread (what the work costs without preemption).
+    pub send_cpu_us: Vec<u32>,
     /// Frames sent.
     pub frames: u64,
     /// Bytes of encoded video sent.
@@ -295,9 +300,19 @@ fn encode_loop(
         }
         next += interval;
 
-        let capture = Instant::now();
-        let capture_us = capture.duration_since(cfg.epoch).as_micros() as u64;
-        src.pattern.render(index, capture_us, &mut src.bgra);
+        // The source draws its picture, then the frame counts as captured: the stamp carries
+        // that moment (drawing the stamp itself takes microseconds).
+        let t = Instant::now();
+        src.pattern.render(index, 0, &mut src.bgra);
+        let render_us = t.elapsed().as_micros() as u32;
+        let capture_us = Instant::now().duration_since(cfg.epoch).as_micros() as u64;
+        draw_stamp_bgra(
+            &mut src.bgra,
+            Stamp {
+                frame: index,
+                capture_us,
+            },
+        );
         let t = Instant::now();
         src.convert
             .convert(&src.bgra, &mut src.yuv)
@@ -311,6 +326,7 @@ fn encode_loop(
         let encode_us = t.elapsed().as_micros() as u32;
         {
             let mut tm = times.lock().unwrap_or_else(|e| e.into_inner());
+            tm.render_us.push(render_us);
             tm.convert_us.push(convert_us);
             tm.encode_us.push(encode_us);
         }
@@ -350,6 +366,7 @@ fn send_loop(
             continue;
         };
         let t = Instant::now();
+        let cpu = thread_cpu_us();
         session
             .send_frame(
                 &f.data,
@@ -364,10 +381,25 @@ fn send_loop(
         // requests deal with it, so the error is counted rather than fatal.
         let _ = sock.send_batch(to, batch.as_bytes(), batch.segment_size());
         let send_us = t.elapsed().as_micros() as u32;
+        let send_cpu_us = thread_cpu_us().saturating_sub(cpu) as u32;
         let mut tm = times.lock().unwrap_or_else(|e| e.into_inner());
         tm.send_us.push(send_us);
+        tm.send_cpu_us.push(send_cpu_us);
         tm.frames += 1;
         tm.bytes += f.data.len() as u64;
         tm.keyframes += u64::from(f.keyframe);
     }
+}
+
+/// CPU time of the calling thread, µs.
+fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }

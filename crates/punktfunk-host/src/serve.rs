@@ -51,6 +51,25 @@ pub struct ServeConfig {
     pub suite: CipherSuite,
     /// Try hardware encoders first.
     pub prefer_hardware: bool,
+    /// Write each ended session's per-stage figures here as JSON.
+    pub stats_json: Option<PathBuf>,
+}
+
+/// CPU time (user + system) this process has used so far, µs.
+fn process_cpu_us() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+fn stage_json(v: &[u32]) -> serde_json::Value {
+    let ms = |p| f64::from(percentile(v, p)) / 1000.0;
+    serde_json::json!({ "p50": ms(50.0), "p95": ms(95.0), "p99": ms(99.0) })
 }
 
 /// Fills `buf` from the system's secure random source.
@@ -222,6 +241,7 @@ async fn session(
         }
     };
 
+    let cpu_start = process_cpu_us();
     let mut injector: Box<dyn InputInjector> = Box::new(LogInjector::default());
     let mut input_events = 0u64;
     let result = loop {
@@ -297,6 +317,27 @@ async fn session(
     pipeline.stop();
     data.unregister(welcome.session_id);
     let t = pipeline.times();
+    let cpu_us = process_cpu_us().saturating_sub(cpu_start);
+    if let Some(path) = &cfg.stats_json {
+        let j = serde_json::json!({
+            "session": welcome.session_id,
+            "mode": welcome.mode.to_string(),
+            "codec": welcome.codec.to_string(),
+            "bitrate_kbps": welcome.bitrate_kbps,
+            "frames": t.frames,
+            "keyframes": t.keyframes,
+            "bytes": t.bytes,
+            "render_ms": stage_json(&t.render_us),
+            "convert_ms": stage_json(&t.convert_us),
+            "encode_ms": stage_json(&t.encode_us),
+            "send_path_ms": stage_json(&t.send_us),
+            "send_path_cpu_ms": stage_json(&t.send_cpu_us),
+            "host_cpu_ms_per_frame": cpu_us as f64 / 1000.0 / t.frames.max(1) as f64,
+        });
+        if let Err(e) = std::fs::write(path, serde_json::to_vec_pretty(&j).unwrap_or_default()) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the stats file");
+        }
+    }
     tracing::info!(
         session = welcome.session_id,
         frames = t.frames,

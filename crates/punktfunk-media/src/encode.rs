@@ -1,8 +1,11 @@
 //! Video encoders through libavcodec, configured for the lowest latency.
 //!
 //! [`open_encoder`] tries, in order: hardware encoders (NVENC, then VAAPI) when asked and the
-//! device exists, then software (libx264, libx265, libsvtav1 / libaom-av1). Every candidate that
-//! is skipped or fails is logged with the reason, and the chosen one is logged too.
+//! device exists, then software (libx264, libx265, libaom-av1). Every candidate that is skipped
+//! or fails is logged with the reason, and the chosen one is logged too. SVT-AV1 is not a
+//! candidate: the 1.4 release that Debian 12 ships encodes in low-delay mode but never returns
+//! from its teardown (it waits for an end-of-stream packet that does not come), which would
+//! wedge a host at the end of every AV1 session.
 //!
 //! Settings (all encoders): no B-frames, one reference frame, an "infinite" GOP (keyframes only
 //! on the first frame and on request), constant bitrate with a VBV of about one frame, the
@@ -71,7 +74,7 @@ fn candidates(codec: Codec, hardware: bool) -> Vec<&'static str> {
     let (hw, sw): (&[&str], &[&str]) = match codec {
         Codec::H264 => (&["h264_nvenc", "h264_vaapi"], &["libx264"]),
         Codec::HEVC => (&["hevc_nvenc", "hevc_vaapi"], &["libx265"]),
-        Codec::AV1 => (&["av1_nvenc", "av1_vaapi"], &["libsvtav1", "libaom-av1"]),
+        Codec::AV1 => (&["av1_nvenc", "av1_vaapi"], &["libaom-av1"]),
         _ => (&[], &[]),
     };
     let mut v = Vec::new();
@@ -188,10 +191,6 @@ impl LavcEncoder {
                 opts.set("tune", "zerolatency");
                 opts.set("forced-idr", "1");
                 opts.set("x265-params", "repeat-headers=1:annexb=1:ref=1:bframes=0:frame-threads=1:rc-lookahead=0:log-level=error");
-            }
-            "libsvtav1" => {
-                opts.set("preset", "12");
-                opts.set("svtav1-params", "pred-struct=1:lookahead=0");
             }
             "libaom-av1" => {
                 opts.set("cpu-used", "8");

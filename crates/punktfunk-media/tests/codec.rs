@@ -92,7 +92,8 @@ fn hevc_round_trip() {
 fn av1_round_trip_or_a_clean_error() {
     let c = cfg(Codec::AV1, 320, 180, 500);
     match open_encoder(&c) {
-        Ok(_) => {
+        Ok(e) => {
+            eprintln!("AV1 encoder: {}", e.name());
             let (keys, stamps, _, _) = round_trip(&c, 6, None);
             assert!(keys[0]);
             assert_eq!(stamps.iter().filter(|s| s.is_some()).count(), stamps.len());
