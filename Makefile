@@ -14,7 +14,7 @@ build: deps
 
 # The main job: a host and a client on loopback over punktfunk/1 (x264 video, FEC, AES-GCM),
 # the client's report of every frame, the stream file and a decoded frame in demo-out/.
-# Variables for scripts/demo.sh: MODE, SECONDS_TO_RUN, CODEC, BITRATE, IMPAIR (e.g. loss=5%).
+# Variables for scripts/demo.sh: MODE, SECONDS_TO_RUN, CODEC, BITRATE, IMPAIR (e.g. loss=5%), FEC, OUT.
 demo: deps
 	$(CARGO) build --release -p punktfunk-host -p punktfunk-client -p punktfunk-impair
 	./scripts/demo.sh

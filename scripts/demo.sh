@@ -5,7 +5,8 @@
 # frame to demo-out/.
 #
 # Environment: MODE (1280x720@60), SECONDS_TO_RUN (10), CODEC (h264), BITRATE (kbit/s, 10000),
-# PORT (47800), IMPAIR (e.g. "loss=5%": the data plane then runs through the impairment proxy).
+# PORT (47800), IMPAIR (e.g. "loss=5%": the data plane then runs through the impairment proxy),
+# FEC (parity percentage the client asks for; default: the host's 20), OUT (demo-out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +16,9 @@ CODEC=${CODEC:-h264}
 BITRATE=${BITRATE:-10000}
 PORT=${PORT:-47800}
 IMPAIR=${IMPAIR:-}
+FEC=${FEC:-}
 BIN=target/release
-OUT=demo-out
+OUT=${OUT:-demo-out}
 case "$CODEC" in h264) EXT=h264 ;; hevc) EXT=hevc ;; av1) EXT=obu ;; *) echo "CODEC must be h264, hevc or av1" >&2; exit 2 ;; esac
 
 mkdir -p "$OUT"
@@ -45,13 +47,14 @@ FINGERPRINT=$(awk '{print $NF}' "$OUT/host.out")
 echo "host: $(cat "$OUT/host.out")"
 
 VIA=()
+if [ -n "$FEC" ]; then VIA+=(--fec "$FEC"); fi
 if [ -n "$IMPAIR" ]; then
     "$BIN/punktfunk-impair" --listen 127.0.0.1:0 --upstream "127.0.0.1:$((PORT + 1))" --backward "$IMPAIR" \
         > "$OUT/impair.out" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 50); do grep -q "listening on" "$OUT/impair.out" 2>/dev/null && break; sleep 0.1; done
     PROXY=$(awk '/listening on/ {print $3; exit}' "$OUT/impair.out")
-    VIA=(--data-via "$PROXY")
+    VIA+=(--data-via "$PROXY")
     echo "data plane through the impairment proxy at $PROXY: $IMPAIR"
 fi
 

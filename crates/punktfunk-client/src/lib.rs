@@ -107,6 +107,10 @@ pub struct Report {
     pub frames_skipped: u64,
     /// Decoded frames whose stamp was unreadable or not the frame they arrived as.
     pub frames_corrupt: u64,
+    /// Decoded frames that still show the previous frame's stamp: the encoder coded the stamp
+    /// area as unchanged (skipped blocks when its rate control runs out of bits). The frame
+    /// arrived intact and in order; the picture is one frame stale in that area.
+    pub frames_stale: u64,
     /// Decoded frames whose stamp went backwards or repeated.
     pub frames_out_of_order: u64,
     /// Keyframe requests sent.
@@ -156,8 +160,8 @@ impl Report {
             self.frames_recovered,
             self.frames_lost
         );
-        s += &format!("         skipped-awaiting-keyframe {}  corrupt {}  out-of-order {}  keyframes requested {} received {}\n",
-            self.frames_skipped, self.frames_corrupt, self.frames_out_of_order, self.keyframes_requested, self.keyframes_received);
+        s += &format!("         skipped-awaiting-keyframe {}  corrupt {}  stale-stamp {}  out-of-order {}  keyframes requested {} received {}\n",
+            self.frames_skipped, self.frames_corrupt, self.frames_stale, self.frames_out_of_order, self.keyframes_requested, self.keyframes_received);
         s += &format!("network  packets {}  rejected {}  bitrate {:.2} Mbit/s  rtt {:.2} ms  clock offset {:.3} ms\n",
             self.packets_received, self.packets_rejected, self.bitrate_mbps, self.rtt_ms, self.clock_offset_ms);
         s += "latency (ms)                   p50      p95      p99\n";
@@ -198,6 +202,7 @@ struct Shared {
     frames_decoded: AtomicU64,
     frames_skipped: AtomicU64,
     frames_corrupt: AtomicU64,
+    frames_stale: AtomicU64,
     frames_out_of_order: AtomicU64,
     keyframes: AtomicU64,
     max_index: AtomicU64,
@@ -427,6 +432,7 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
         frames_lost: rstats.reassembly.frames_lost,
         frames_skipped: shared.frames_skipped.load(Ordering::Relaxed),
         frames_corrupt: shared.frames_corrupt.load(Ordering::Relaxed),
+        frames_stale: shared.frames_stale.load(Ordering::Relaxed),
         frames_out_of_order: shared.frames_out_of_order.load(Ordering::Relaxed),
         keyframes_requested,
         keyframes_received: shared.keyframes.load(Ordering::Relaxed),
@@ -617,6 +623,13 @@ fn decode_loop(codec: Codec, frames: mpsc::Receiver<Received>, shared: &Shared, 
                         .unwrap_or_else(|e| e.into_inner())
                         .entry(format!("{}x{}", d.width, d.height))
                         .or_default() += 1;
+                }
+                Some(s) if Some(s.frame) == last_stamp && s.frame == f.index.wrapping_sub(1) => {
+                    tracing::warn!(
+                        index = f.index,
+                        "decoded frame still shows the previous frame's stamp (the encoder skipped that area)"
+                    );
+                    shared.frames_stale.fetch_add(1, Ordering::Relaxed);
                 }
                 other => {
                     tracing::warn!(index = f.index, stamp = ?other.map(|s| (s.frame, s.capture_us)), "decoded frame does not carry its own stamp");

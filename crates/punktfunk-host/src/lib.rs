@@ -4,8 +4,14 @@
 //! - [`pipeline`]: one session's video on native threads (source, conversion, encoder, send).
 //! - [`dataplane`]: the shared data-plane UDP socket and its probe authentication.
 //! - [`inject`]: the input injector edge.
+//! - [`gamestream`]: the GameStream (Moonlight) host: nvhttp, pairing, apps.
+//! - [`control`]: the local control channel (`punktfunk-host pin`).
+//! - [`mdns`]: service discovery.
 
+pub mod control;
 pub mod dataplane;
+pub mod gamestream;
 pub mod inject;
+pub mod mdns;
 pub mod pipeline;
 pub mod serve;

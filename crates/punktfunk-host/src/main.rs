@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use punktfunk_core::control::{Codec, Mode};
 use punktfunk_core::crypto::CipherSuite;
-use punktfunk_host::serve::{serve, ServeConfig};
+use punktfunk_host::gamestream::clients::ClientStore;
+use punktfunk_host::serve::{serve, GameStreamOptions, ServeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +32,27 @@ enum Command {
     /// Print the host certificate's SHA-256 fingerprint (creating the identity if needed), for
     /// clients to pin with `--pin`.
     Fingerprint,
+    /// Enter the PIN a Moonlight client shows, completing its pairing with the running host.
+    Pin {
+        /// The 4 digits the client shows.
+        pin: String,
+    },
+    /// Manage paired GameStream (Moonlight) clients.
+    Clients {
+        #[command(subcommand)]
+        action: ClientsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsAction {
+    /// List paired clients.
+    List,
+    /// Revoke a client (by the id `list` shows); it gets "not paired" from its next request on.
+    Remove {
+        /// Client id (or at least 6 leading digits of its fingerprint).
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +100,19 @@ struct ServeArgs {
     /// host's CPU time per frame to this JSON file.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// Also serve stock Moonlight clients (GameStream: nvhttp pairing and app control). Its PIN
+    /// pairing is weaker than punktfunk/1's pinned certificates; see the README.
+    #[arg(long)]
+    gamestream: bool,
+    /// GameStream HTTP port; HTTPS is this − 5, RTSP this + 21, video/control/audio + 9/10/11.
+    #[arg(long, default_value_t = 47989, value_name = "PORT")]
+    gamestream_port: u16,
+    /// Name Moonlight shows for this host (default: the machine's host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Do not advertise the host over mDNS.
+    #[arg(long)]
+    no_mdns: bool,
 }
 
 fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -118,6 +153,12 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
     if a.fec > 200 {
         bail!("--fec {} above 200%", a.fec);
     }
+    if a.gamestream && !(1019..=65514).contains(&a.gamestream_port) {
+        bail!(
+            "--gamestream-port {} outside 1019..=65514 (ports from it − 5 to it + 21 are used)",
+            a.gamestream_port
+        );
+    }
     if a.max_sessions == 0 {
         bail!("--max-sessions must be at least 1");
     }
@@ -148,7 +189,20 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
         suite,
         prefer_hardware: !a.no_hardware,
         stats_json: a.stats_json,
+        gamestream: a.gamestream.then(|| GameStreamOptions {
+            base_port: a.gamestream_port,
+            hostname: a.name.clone().unwrap_or_else(machine_name),
+        }),
+        mdns: !a.no_mdns,
     })
+}
+
+fn machine_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "punktfunk".into())
 }
 
 fn main() -> std::process::ExitCode {
@@ -176,6 +230,47 @@ fn run(cli: Cli) -> Result<()> {
             let (id, _) = punktfunk_quic::Identity::load_or_create(&dir.join("host"))?;
             println!("{}", id.fingerprint());
             Ok(())
+        }
+        Command::Pin { pin } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let answer = rt.block_on(punktfunk_host::control::send(&dir, &format!("pin {pin}")))?;
+            match answer.strip_prefix("error: ") {
+                None if answer == "ok" => {
+                    println!("PIN sent; the client finishes pairing now");
+                    Ok(())
+                }
+                Some(e) => bail!("{e}"),
+                None => bail!("unexpected answer from the host: {answer:?}"),
+            }
+        }
+        Command::Clients { action } => {
+            let store = ClientStore::new(&dir);
+            match action {
+                ClientsAction::List => {
+                    let list = store.list()?;
+                    if list.is_empty() {
+                        println!("no paired clients");
+                    }
+                    for c in list {
+                        println!(
+                            "{}  {}  paired {}  sha256:{}",
+                            c.id, c.name, c.paired_at, c.fingerprint
+                        );
+                    }
+                    Ok(())
+                }
+                ClientsAction::Remove { id } => match store.remove(&id)? {
+                    Some(c) => {
+                        println!("removed {} ({})", c.id, c.name);
+                        Ok(())
+                    }
+                    None => {
+                        bail!("no paired client with id {id:?} (see `punktfunk-host clients list`)")
+                    }
+                },
+            }
         }
         Command::Serve(a) => {
             let cfg = serve_config(a, dir)?;

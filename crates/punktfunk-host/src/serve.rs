@@ -53,6 +53,111 @@ pub struct ServeConfig {
     pub prefer_hardware: bool,
     /// Write each ended session's per-stage figures here as JSON.
     pub stats_json: Option<PathBuf>,
+    /// Serve GameStream (Moonlight) clients too.
+    pub gamestream: Option<GameStreamOptions>,
+    /// Advertise the services over mDNS.
+    pub mdns: bool,
+}
+
+/// GameStream settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct GameStreamOptions {
+    /// nvhttp HTTP port (the base of every GameStream port).
+    pub base_port: u16,
+    /// Name Moonlight shows.
+    pub hostname: String,
+}
+
+/// `ServerCodecModeSupport` bits for the codecs whose encoders open on this machine (logged).
+pub fn probe_codec_modes(prefer_hardware: bool) -> u32 {
+    use crate::gamestream::nvhttp::scm;
+    let mut bits = 0;
+    for (codec, bit) in [
+        (Codec::H264, scm::H264),
+        (Codec::HEVC, scm::HEVC),
+        (Codec::AV1, scm::AV1_MAIN8),
+    ] {
+        let cfg = punktfunk_media::EncoderConfig {
+            codec,
+            width: 320,
+            height: 240,
+            fps: 30,
+            bitrate_kbps: 1000,
+            prefer_hardware,
+        };
+        match punktfunk_media::open_encoder(&cfg) {
+            Ok(e) => {
+                tracing::info!(
+                    codec = codec.name(),
+                    encoder = e.name(),
+                    "GameStream: codec available"
+                );
+                bits |= bit;
+            }
+            Err(e) => {
+                tracing::info!(codec = codec.name(), reason = %e, "GameStream: codec not offered")
+            }
+        }
+    }
+    bits
+}
+
+struct PinHandler(crate::gamestream::GameStream);
+
+impl crate::control::Handler for PinHandler {
+    fn pin(&self, pin: &str) -> Result<(), String> {
+        self.0.submit_pin(pin)
+    }
+}
+
+/// Starts the GameStream host, its control channel and (when the terminal is interactive) a
+/// reader for PINs typed into it.
+async fn start_gamestream(
+    cfg: &ServeConfig,
+    o: &GameStreamOptions,
+    identity: &Identity,
+    bind: std::net::IpAddr,
+) -> Result<crate::gamestream::GameStream> {
+    let uuid = punktfunk_quic::identity::load_or_create_uuid(&cfg.config_dir.join("host"))?;
+    let codec_modes = tokio::task::spawn_blocking({
+        let hw = cfg.prefer_hardware;
+        move || probe_codec_modes(hw)
+    })
+    .await?;
+    let gs = crate::gamestream::GameStream::start(
+        crate::gamestream::GameStreamConfig {
+            config_dir: cfg.config_dir.clone(),
+            bind,
+            base_port: o.base_port,
+            hostname: o.hostname.clone(),
+            codec_modes,
+        },
+        identity,
+        uuid,
+    )
+    .await?;
+    let sock = crate::control::start(&cfg.config_dir, Arc::new(PinHandler(gs.clone())))?;
+    tracing::info!(socket = %sock.display(), "control channel ready (punktfunk-host pin NNNN)");
+    // SAFETY: isatty only inspects the descriptor.
+    if unsafe { libc::isatty(0) } == 1 {
+        let g = gs.clone();
+        std::thread::Builder::new()
+            .name("pin-stdin".into())
+            .spawn(move || {
+                for line in std::io::stdin().lines() {
+                    let Ok(line) = line else { break };
+                    let pin = line.trim();
+                    if pin.is_empty() {
+                        continue;
+                    }
+                    match g.submit_pin(pin) {
+                        Ok(()) => println!("PIN accepted"),
+                        Err(e) => println!("{e}"),
+                    }
+                }
+            })?;
+    }
+    Ok(gs)
 }
 
 /// CPU time (user + system) this process has used so far, µs.
@@ -91,6 +196,35 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     tracing::info!(%fingerprint, "host certificate fingerprint (clients pin this with --pin)");
     let endpoint = server_endpoint(cfg.listen, &identity).context("binding the QUIC endpoint")?;
     let listen = endpoint.local_addr()?;
+    let _gamestream = match &cfg.gamestream {
+        Some(o) => Some(start_gamestream(&cfg, o, &identity, listen.ip()).await?),
+        None => None,
+    };
+    let _mdns = if cfg.mdns {
+        let host = cfg
+            .gamestream
+            .as_ref()
+            .map_or_else(|| "punktfunk".to_string(), |o| o.hostname.clone());
+        let addrs: Vec<std::net::IpAddr> = if listen.ip().is_unspecified() {
+            vec![]
+        } else {
+            vec![listen.ip()]
+        };
+        match crate::mdns::Advertiser::start(
+            &host,
+            &addrs,
+            cfg.gamestream.as_ref().map(|o| o.base_port),
+            Some((listen.port(), fingerprint.to_string())),
+        ) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS advertisement unavailable; clients need the address");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let data_addr = cfg.data;
     let data = Arc::new(
         DataPlane::bind(data_addr)

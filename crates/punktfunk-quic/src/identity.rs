@@ -1,9 +1,12 @@
 //! The host's persistent identity and certificate fingerprints.
 //!
 //! A host has one self-signed certificate and key, created on first start in its config
-//! directory (`host-cert.der`, `host-key.der`, both mode 0600). Clients identify the host by the
-//! SHA-256 of that certificate (its *fingerprint*), never by a CA: the host is someone's own
-//! machine.
+//! directory (`host-cert.der`, `host-key.der`, both mode 0600), and a persistent UUID
+//! (`host-uuid`). Every protocol of the host uses them: punktfunk/1 (QUIC) and GameStream
+//! (nvhttp's TLS and the pairing signatures). The key is RSA-2048 and the certificate is signed
+//! with SHA-256, because stock Moonlight clients require exactly that of a GameStream host.
+//! Clients of punktfunk/1 identify the host by the SHA-256 of the certificate (its
+//! *fingerprint*), never by a CA: the host is someone's own machine.
 
 use ring::digest::{digest, SHA256};
 use std::fmt;
@@ -117,13 +120,27 @@ const CERT_FILE: &str = "host-cert.der";
 const KEY_FILE: &str = "host-key.der";
 
 impl Identity {
-    /// A fresh self-signed identity (ECDSA P-256).
+    /// A fresh self-signed identity: RSA-2048 key, SHA-256-with-RSA certificate valid for 20
+    /// years, subject CN `name` (also its DNS name).
     pub fn generate(name: &str) -> Result<Identity, IdentityError> {
-        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()])
-            .map_err(|e| IdentityError::Generate(e.to_string()))?;
+        let gen = |e: &dyn fmt::Display| IdentityError::Generate(e.to_string());
+        let key_der = rsa_2048_pkcs8().map_err(|e| gen(&e))?;
+        let pkcs8 = rustls::pki_types::PrivatePkcs8KeyDer::from(key_der.as_slice());
+        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256)
+            .map_err(|e| gen(&e))?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| gen(&e))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
+        params.not_after = (now + std::time::Duration::from_secs(20 * 365 * 86_400)).into();
+        let cert = params.self_signed(&key).map_err(|e| gen(&e))?;
         Ok(Identity {
-            cert_der: ck.cert.der().to_vec(),
-            key_der: ck.key_pair.serialize_der(),
+            cert_der: cert.der().to_vec(),
+            key_der,
         })
     }
 
@@ -175,6 +192,68 @@ impl Identity {
     }
 }
 
+/// A new RSA-2048 private key as PKCS#8 DER (ring signs with RSA keys but cannot make them).
+fn rsa_2048_pkcs8() -> Result<Vec<u8>, String> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
+    Ok(key
+        .to_pkcs8_der()
+        .map_err(|e| e.to_string())?
+        .as_bytes()
+        .to_vec())
+}
+
+const UUID_FILE: &str = "host-uuid";
+
+/// The host's persistent UUID (GameStream's `uniqueid`), created in `dir` on first use.
+pub fn load_or_create_uuid(dir: &Path) -> Result<String, IdentityError> {
+    let path = dir.join(UUID_FILE);
+    let io = |source| IdentityError::Io {
+        path: path.clone(),
+        source,
+    };
+    match fs::read_to_string(&path) {
+        Ok(s) if is_uuid(s.trim()) => return Ok(s.trim().to_string()),
+        Ok(s) => {
+            return Err(IdentityError::Inconsistent(format!(
+                "{} holds {:?}, not a UUID; remove it to create a new one",
+                path.display(),
+                s.trim()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    fs::create_dir_all(dir).map_err(io)?;
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| IdentityError::Generate("no system randomness".into()))?;
+    b[6] = (b[6] & 0x0F) | 0x40; // version 4
+    b[8] = (b[8] & 0x3F) | 0x80; // RFC 4122 variant
+    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
+    write_private(&path, uuid.as_bytes()).map_err(io)?;
+    Ok(uuid)
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
 /// Writes a new file readable by its owner only (created 0600, never briefly wider).
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = fs::OpenOptions::new()
@@ -224,6 +303,9 @@ mod tests {
         let (b, created) = Identity::load_or_create(&d).unwrap();
         assert!(!created);
         assert_eq!(a.fingerprint(), b.fingerprint());
+        let u = load_or_create_uuid(&d).unwrap();
+        assert!(is_uuid(&u), "{u}");
+        assert_eq!(load_or_create_uuid(&d).unwrap(), u, "persistent");
         fs::remove_file(d.join(KEY_FILE)).unwrap();
         assert!(matches!(
             Identity::load_or_create(&d),

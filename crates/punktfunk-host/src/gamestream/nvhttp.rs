@@ -1,0 +1,621 @@
+//! nvhttp: the HTTP (base port) and HTTPS (base − 5) servers of a GameStream host.
+//!
+//! One request per connection, as GameStream hosts do. Every reply is HTTP 200 with the status
+//! inside the XML, except for requests that are not HTTP at all. Over HTTP only `/serverinfo`
+//! (unpaired view) and the four pairing phases exist; over HTTPS a client whose certificate is
+//! not in the paired-client store gets the 401 reply for every path.
+//!
+//! Pairing: phase 1 waits until the user types the PIN on the host (`punktfunk-host pin NNNN`
+//! or the host's terminal). One pairing at a time; five wrong PINs within a minute lock pairing
+//! for a minute.
+
+use super::apps::{self, Catalog};
+use super::clients::ClientStore;
+use anyhow::{Context, Result};
+use punktfunk_gamestream::http::{self as gshttp, parse_head, Request, RequestError};
+use punktfunk_gamestream::launch::{session_url, LaunchRequest};
+use punktfunk_gamestream::pairing::{
+    AwaitingPin, HostCredentials, Message, Outcome, Pairing, Step,
+};
+use punktfunk_gamestream::xml::{self, Reply};
+use punktfunk_gamestream::{ports, APP_VERSION, GFE_VERSION};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// `ServerCodecModeSupport` bits.
+pub mod scm {
+    /// H.264.
+    pub const H264: u32 = 0x0000_0001;
+    /// HEVC Main.
+    pub const HEVC: u32 = 0x0000_0100;
+    /// AV1 Main 8-bit.
+    pub const AV1_MAIN8: u32 = 0x0001_0000;
+}
+
+/// How long a client has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long phase 1 waits for the PIN.
+pub const PIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// A pairing idle for this long is abandoned.
+const PAIRING_IDLE: Duration = Duration::from_secs(60);
+/// Wrong PINs allowed per [`LOCKOUT_WINDOW`].
+const MAX_WRONG_PINS: usize = 5;
+/// The lockout window and duration.
+const LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Settings of the GameStream side.
+#[derive(Debug, Clone)]
+pub struct GameStreamConfig {
+    /// Config directory (identity, paired clients, apps).
+    pub config_dir: PathBuf,
+    /// Address to bind (its port is ignored; ports derive from `base_port`).
+    pub bind: IpAddr,
+    /// HTTP port; HTTPS is base − 5, RTSP base + 21 and so on.
+    pub base_port: u16,
+    /// Name clients show.
+    pub hostname: String,
+    /// `ServerCodecModeSupport` bits of the encoders that open here.
+    pub codec_modes: u32,
+}
+
+struct Pending {
+    uniqueid: String,
+    client_name: String,
+    last: Instant,
+    /// `None` while phase 1 waits for the PIN.
+    state: Option<Pairing>,
+}
+
+/// The app session a launch created, for the streaming side to use.
+#[derive(Debug, Clone)]
+pub struct LaunchSession {
+    /// The app.
+    pub app_id: u32,
+    /// What the client asked for (the latest `/launch` or `/resume`).
+    pub request: LaunchRequest,
+    /// Fingerprint of the client that launched.
+    pub client: String,
+}
+
+struct State {
+    pairing: Option<Pending>,
+    pin_tx: Option<oneshot::Sender<String>>,
+    wrong_pins: VecDeque<Instant>,
+    locked_until: Option<Instant>,
+    session: Option<LaunchSession>,
+    child: Option<std::process::Child>,
+}
+
+struct Inner {
+    cfg: GameStreamConfig,
+    uuid: String,
+    host: HostCredentials,
+    store: ClientStore,
+    apps: Catalog,
+    http_port: u16,
+    https_port: u16,
+    rtsp_port: u16,
+    state: Mutex<State>,
+    rng: ring::rand::SystemRandom,
+}
+
+/// A running GameStream host (nvhttp).
+#[derive(Clone)]
+pub struct GameStream {
+    inner: Arc<Inner>,
+}
+
+impl GameStream {
+    /// Binds HTTP and HTTPS and serves them on the current tokio runtime.
+    pub async fn start(
+        cfg: GameStreamConfig,
+        identity: &punktfunk_quic::Identity,
+        uuid: String,
+    ) -> Result<GameStream> {
+        let host = HostCredentials::new(&identity.cert_der, &identity.key_der).context(
+            "the host identity cannot serve GameStream (remove host/host-cert.der and host/host-key.der to create an RSA-2048 one)",
+        )?;
+        let tls = super::tls::server_config(&identity.cert_der, &identity.key_der)?;
+        let https_port = ports::derive(cfg.base_port, ports::HTTPS_OFFSET)
+            .context("the base port leaves no room for HTTPS (base − 5)")?;
+        let rtsp_port = ports::derive(cfg.base_port, ports::RTSP_OFFSET)
+            .context("the base port leaves no room for RTSP (base + 21)")?;
+        let http = TcpListener::bind((cfg.bind, cfg.base_port))
+            .await
+            .with_context(|| format!("binding nvhttp on {}:{}", cfg.bind, cfg.base_port))?;
+        let https = TcpListener::bind((cfg.bind, https_port))
+            .await
+            .with_context(|| format!("binding nvhttp (HTTPS) on {}:{https_port}", cfg.bind))?;
+        let apps = Catalog::load(&cfg.config_dir)?;
+        tracing::info!(
+            http = cfg.base_port,
+            https = https_port,
+            apps = apps.apps().len(),
+            codec_modes = format!("{:#x}", cfg.codec_modes),
+            "GameStream (Moonlight) host listening"
+        );
+        let inner = Arc::new(Inner {
+            store: ClientStore::new(&cfg.config_dir),
+            uuid,
+            host,
+            apps,
+            http_port: cfg.base_port,
+            https_port,
+            rtsp_port,
+            cfg,
+            state: Mutex::new(State {
+                pairing: None,
+                pin_tx: None,
+                wrong_pins: VecDeque::new(),
+                locked_until: None,
+                session: None,
+                child: None,
+            }),
+            rng: ring::rand::SystemRandom::new(),
+        });
+        let gs = GameStream { inner };
+        let g = gs.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, peer)) = http.accept().await else {
+                    continue;
+                };
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let local = sock.local_addr().unwrap_or(peer);
+                    g.connection(sock, peer, local, None, false).await;
+                });
+            }
+        });
+        let g = gs.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, peer)) = https.accept().await else {
+                    continue;
+                };
+                let (g, acceptor) = (g.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let local = sock.local_addr().unwrap_or(peer);
+                    let tls = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(sock)).await
+                    {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "nvhttp TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.as_ref().to_vec());
+                    g.connection(tls, peer, local, cert, true).await;
+                });
+            }
+        });
+        Ok(gs)
+    }
+
+    /// The HTTP port.
+    pub fn http_port(&self) -> u16 {
+        self.inner.http_port
+    }
+
+    /// The HTTPS port.
+    pub fn https_port(&self) -> u16 {
+        self.inner.https_port
+    }
+
+    /// The host UUID.
+    pub fn uuid(&self) -> &str {
+        &self.inner.uuid
+    }
+
+    /// The pending or running app session (what `/launch` or `/resume` set up).
+    pub fn session(&self) -> Option<LaunchSession> {
+        self.inner.lock().session.clone()
+    }
+
+    /// Hands the PIN the user typed to the pairing that waits for it.
+    pub fn submit_pin(&self, pin: &str) -> Result<(), String> {
+        if pin.len() != 4 || !pin.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("the PIN is the 4 digits the client shows".into());
+        }
+        let tx = self.inner.lock().pin_tx.take();
+        match tx {
+            Some(tx) => tx
+                .send(pin.to_string())
+                .map_err(|_| "the pairing client went away".to_string()),
+            None => Err("no pairing request is waiting for a PIN".into()),
+        }
+    }
+
+    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut sock: S,
+        peer: SocketAddr,
+        local: SocketAddr,
+        cert: Option<Vec<u8>>,
+        https: bool,
+    ) {
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        let parsed = tokio::time::timeout(HEAD_TIMEOUT, async {
+            loop {
+                match parse_head(&buf) {
+                    Ok(Some((req, _))) => return Ok(req),
+                    Ok(None) => {}
+                    Err(e) => return Err(e),
+                }
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => {
+                        return Err(RequestError::Malformed("connection closed".into()))
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        let response = match parsed {
+            Err(_) => return,
+            Ok(Err(RequestError::Malformed(m))) if m == "connection closed" => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "bad nvhttp request");
+                let status = match e {
+                    RequestError::TooLarge(_) => 413,
+                    RequestError::Method(_) => 405,
+                    _ => 400,
+                };
+                gshttp::response(
+                    status,
+                    "application/xml",
+                    Reply::error(400, &e.to_string()).render().as_bytes(),
+                )
+            }
+            Ok(Ok(req)) => {
+                tracing::debug!(%peer, https, path = %req.path, "nvhttp request");
+                let (ctype, body) = self.route(&req, peer, local, cert.as_deref(), https).await;
+                gshttp::response(200, ctype, &body)
+            }
+        };
+        let _ = sock.write_all(&response).await;
+        let _ = sock.shutdown().await;
+    }
+
+    async fn route(
+        &self,
+        req: &Request,
+        peer: SocketAddr,
+        local: SocketAddr,
+        cert: Option<&[u8]>,
+        https: bool,
+    ) -> (&'static str, Vec<u8>) {
+        const XML: &str = "application/xml";
+        let reply = |r: Reply| (XML, r.render().into_bytes());
+        if !https {
+            return match req.path.as_str() {
+                "/serverinfo" => reply(self.serverinfo(req, local, false)),
+                "/pair" => reply(self.pair(req, peer).await),
+                "/unpair" => reply(self.unpair(req)),
+                _ => reply(Reply::error(404, "Not Found")),
+            };
+        }
+        let client = match cert.map(|c| self.inner.store.find(c)) {
+            Some(Ok(Some(c))) => c,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the paired-client store; refusing");
+                return reply(Reply::unauthorized(&req.path));
+            }
+            _ => {
+                tracing::info!(%peer, path = %req.path, "HTTPS request from an unpaired certificate: 401");
+                return reply(Reply::unauthorized(&req.path));
+            }
+        };
+        match req.path.as_str() {
+            "/serverinfo" => reply(self.serverinfo(req, local, true)),
+            "/pair" if Message::of(req) == Some(Message::PairChallenge) => {
+                tracing::info!(client = %client.name, "pairing confirmed over HTTPS");
+                reply(Reply::ok().field("paired", 1))
+            }
+            "/pair" => reply(self.pair(req, peer).await),
+            "/applist" => {
+                let mut r = Reply::ok();
+                for a in self.inner.apps.apps() {
+                    r = r.raw(&xml::app(a.id, &a.title, false));
+                }
+                reply(r)
+            }
+            "/appasset" => {
+                let app = req
+                    .param("appid")
+                    .and_then(|v| v.parse().ok())
+                    .and_then(|id| self.inner.apps.get(id));
+                match app {
+                    Some(a) => ("image/png", apps::box_art(a)),
+                    None => reply(Reply::error(404, "no such app")),
+                }
+            }
+            "/launch" => reply(self.launch(req, local, &client.fingerprint, false)),
+            "/resume" => reply(self.launch(req, local, &client.fingerprint, true)),
+            "/cancel" => reply(self.cancel()),
+            _ => reply(Reply::error(404, "Not Found")),
+        }
+    }
+
+    fn serverinfo(&self, req: &Request, local: SocketAddr, paired: bool) -> Reply {
+        let st = self.inner.lock();
+        let running = st.session.as_ref().map_or(0, |s| s.app_id);
+        let local_ip = match local.ip() {
+            IpAddr::V6(a) => a
+                .to_ipv4_mapped()
+                .map_or("127.0.0.1".to_string(), |v| v.to_string()),
+            a => a.to_string(),
+        };
+        let modes = self.inner.cfg.codec_modes;
+        Reply::ok()
+            .field("hostname", &self.inner.cfg.hostname)
+            .field("appversion", APP_VERSION)
+            .field("GfeVersion", GFE_VERSION)
+            .field("uniqueid", &self.inner.uuid)
+            .field("HttpsPort", self.inner.https_port)
+            .field("ExternalPort", self.inner.http_port)
+            .field(
+                "MaxLumaPixelsHEVC",
+                if modes & scm::HEVC != 0 {
+                    1_869_449_984u64
+                } else {
+                    0
+                },
+            )
+            .field("mac", "00:00:00:00:00:00")
+            .field("LocalIP", local_ip)
+            .field("ServerCodecModeSupport", modes)
+            .field(
+                "PairStatus",
+                u8::from(paired && req.param("uniqueid").is_some()),
+            )
+            .field("currentgame", running)
+            .field(
+                "state",
+                if running != 0 {
+                    "SUNSHINE_SERVER_BUSY"
+                } else {
+                    "SUNSHINE_SERVER_FREE"
+                },
+            )
+    }
+
+    fn unpair(&self, req: &Request) -> Reply {
+        // Clients call this after a failed pairing: drop theirs if it is the pending one.
+        let mut st = self.inner.lock();
+        if st
+            .pairing
+            .as_ref()
+            .is_some_and(|p| Some(p.uniqueid.as_str()) == req.param("uniqueid"))
+        {
+            st.pairing = None;
+            st.pin_tx = None;
+        }
+        Reply::ok()
+    }
+
+    async fn pair(&self, req: &Request, peer: SocketAddr) -> Reply {
+        let uniqueid = req.param("uniqueid").unwrap_or_default().to_string();
+        match Message::of(req) {
+            Some(Message::GetServerCert) => self.pair_begin(req, peer, uniqueid).await,
+            Some(Message::PairChallenge) => {
+                Reply::error(400, "pairchallenge is sent over HTTPS").field("paired", 0)
+            }
+            Some(_) => self.pair_step(req, &uniqueid),
+            None => Reply::error(404, "Invalid pairing request").field("paired", 0),
+        }
+    }
+
+    async fn pair_begin(&self, req: &Request, peer: SocketAddr, uniqueid: String) -> Reply {
+        let now = Instant::now();
+        let name = req
+            .param("clientname")
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| peer.ip().to_string(), |n| n.chars().take(64).collect());
+        let rx = {
+            let mut st = self.inner.lock();
+            if let Some(until) = st.locked_until {
+                if now < until {
+                    tracing::warn!(%peer, "pairing refused: locked after too many wrong PINs");
+                    return Reply::error(
+                        503,
+                        "Pairing is locked for a minute after too many wrong PINs",
+                    )
+                    .field("paired", 0);
+                }
+                st.locked_until = None;
+            }
+            if let Some(p) = &st.pairing {
+                if now.duration_since(p.last) < PAIRING_IDLE
+                    || (p.state.is_none() && st.pin_tx.is_some())
+                {
+                    tracing::warn!(%peer, "pairing refused: another pairing is in progress");
+                    return Reply::error(400, "Another pairing is in progress").field("paired", 0);
+                }
+            }
+            let waiting = match AwaitingPin::begin(req) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "pairing request refused");
+                    st.pairing = None;
+                    return e.reply();
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            st.pin_tx = Some(tx);
+            st.pairing = Some(Pending {
+                uniqueid: uniqueid.clone(),
+                client_name: name.clone(),
+                last: now,
+                state: None,
+            });
+            (waiting, rx)
+        };
+        let (waiting, rx) = rx;
+        println!("Pairing request from {name} ({peer}): enter the PIN the client shows with `punktfunk-host pin NNNN` (or type it here)");
+        tracing::info!(client = %name, %peer, "pairing request; waiting for the PIN");
+        let pin = match tokio::time::timeout(PIN_TIMEOUT, rx).await {
+            Ok(Ok(pin)) => pin,
+            _ => {
+                tracing::warn!(client = %name, "no PIN entered in time; pairing abandoned");
+                let mut st = self.inner.lock();
+                st.pairing = None;
+                st.pin_tx = None;
+                return Reply::error(408, "No PIN was entered on the host").field("paired", 0);
+            }
+        };
+        let (next, reply) = waiting.enter_pin(&pin, &self.inner.host);
+        let mut st = self.inner.lock();
+        match st.pairing.as_mut() {
+            Some(p) if p.uniqueid == uniqueid && p.state.is_none() => {
+                p.state = Some(Pairing::AwaitingClientChallenge(next));
+                p.last = Instant::now();
+                reply
+            }
+            _ => Reply::error(400, "The pairing was cancelled").field("paired", 0),
+        }
+    }
+
+    fn pair_step(&self, req: &Request, uniqueid: &str) -> Reply {
+        let mut st = self.inner.lock();
+        let pending = match st.pairing.take() {
+            Some(p) if p.uniqueid == uniqueid && p.state.is_some() => p,
+            other => {
+                st.pairing = other;
+                return Reply::error(400, "No pairing in progress for this client; start again")
+                    .field("paired", 0);
+            }
+        };
+        let Pending {
+            client_name, state, ..
+        } = pending;
+        let state = state.expect("checked above");
+        match state.step(req, &self.inner.host, &self.inner.rng) {
+            Step::Continue(next, reply) => {
+                st.pairing = Some(Pending {
+                    uniqueid: uniqueid.to_string(),
+                    client_name,
+                    last: Instant::now(),
+                    state: Some(next),
+                });
+                reply
+            }
+            Step::Done(Outcome::Paired { client_cert }, reply) => {
+                drop(st);
+                match self.inner.store.add(&client_name, &client_cert) {
+                    Ok(c) => {
+                        tracing::info!(client = %c.name, id = %c.id, "paired a GameStream client");
+                        println!("Paired {} (id {})", c.name, c.id);
+                        reply
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "pairing succeeded but the client could not be stored");
+                        Reply::error(500, "The host could not store the pairing").field("paired", 0)
+                    }
+                }
+            }
+            Step::Done(outcome, reply) => {
+                let now = Instant::now();
+                if outcome == Outcome::WrongPin {
+                    st.wrong_pins.push_back(now);
+                    while st
+                        .wrong_pins
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > LOCKOUT_WINDOW)
+                    {
+                        st.wrong_pins.pop_front();
+                    }
+                    if st.wrong_pins.len() >= MAX_WRONG_PINS {
+                        st.locked_until = Some(now + LOCKOUT_WINDOW);
+                        st.wrong_pins.clear();
+                        tracing::warn!("{MAX_WRONG_PINS} wrong PINs within a minute: pairing locked for a minute");
+                    }
+                }
+                tracing::warn!(client = %client_name, ?outcome, "pairing failed");
+                reply
+            }
+            Step::Failed(e, reply) => {
+                tracing::warn!(client = %client_name, error = %e, "pairing failed");
+                reply
+            }
+        }
+    }
+
+    fn launch(&self, req: &Request, local: SocketAddr, client: &str, resume: bool) -> Reply {
+        let request = match LaunchRequest::parse(req, resume) {
+            Ok(r) => r,
+            Err(reply) => return reply,
+        };
+        let url = session_url(request.core_version >= 1, local.ip(), self.inner.rtsp_port);
+        let mut st = self.inner.lock();
+        if resume {
+            let Some(s) = st.session.as_mut() else {
+                return Reply::error(503, "Nothing to resume").field("resume", 0);
+            };
+            tracing::info!(app = s.app_id, ?request, "resume");
+            s.request = request;
+            s.client = client.to_string();
+            return Reply::ok().field("sessionUrl0", url).field("resume", 1);
+        }
+        if st.session.is_some() {
+            return Reply::error(400, "An app is already running on this host").field("resume", 0);
+        }
+        let Some(app) = self.inner.apps.get(request.app_id).cloned() else {
+            return Reply::error(404, "No such app").field("gamesession", 0);
+        };
+        if let Some(cmd) = &app.command {
+            match std::process::Command::new(&cmd[0]).args(&cmd[1..]).spawn() {
+                Ok(child) => {
+                    tracing::info!(app = %app.title, pid = child.id(), "started the app");
+                    st.child = Some(child);
+                }
+                Err(e) => {
+                    tracing::error!(app = %app.title, error = %e, "cannot start the app");
+                    return Reply::error(500, &format!("Cannot start {}: {e}", app.title))
+                        .field("gamesession", 0);
+                }
+            }
+        }
+        tracing::info!(app = %app.title, ?request, "launch");
+        st.session = Some(LaunchSession {
+            app_id: app.id,
+            request,
+            client: client.to_string(),
+        });
+        Reply::ok()
+            .field("sessionUrl0", url)
+            .field("gamesession", 1)
+    }
+
+    fn cancel(&self) -> Reply {
+        let mut st = self.inner.lock();
+        if let Some(s) = st.session.take() {
+            tracing::info!(app = s.app_id, "session cancelled; app ended");
+        }
+        if let Some(mut c) = st.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Reply::ok().field("cancel", 1)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
