@@ -24,6 +24,14 @@ pub struct PacketizerConfig {
     pub fec: FecPolicy,
     /// Largest frame accepted.
     pub max_frame_bytes: usize,
+    /// Fewest data shards a frame is split into, as long as shards stay at least
+    /// `min_shard_len` bytes. FEC repairs a fraction of a block, and a small block's loss count
+    /// varies a lot: at 5 % random loss a 15-shard frame with 20 % parity is lost 1.1 % of the
+    /// time, the same frame in 40 shards 0.06 %. Smaller shards for small frames buy that for
+    /// a few percent of header overhead. 1 keeps shards at `max_shard_len`.
+    pub min_data_shards: u16,
+    /// Smallest shard the `min_data_shards` rule may produce.
+    pub min_shard_len: u16,
 }
 
 impl Default for PacketizerConfig {
@@ -35,6 +43,8 @@ impl Default for PacketizerConfig {
             max_shard_len: 1400,
             fec: FecPolicy::default(),
             max_frame_bytes: 8 << 20,
+            min_data_shards: 1,
+            min_shard_len: 256,
         }
     }
 }
@@ -185,7 +195,10 @@ impl Packetizer {
         if max < 2 {
             return Err(PacketizeError::ShardLength(self.cfg.max_shard_len));
         }
-        let data = len.div_ceil(max);
+        let min_shard = usize::from(self.cfg.min_shard_len.max(2));
+        let data = len
+            .div_ceil(max)
+            .max(usize::from(self.cfg.min_data_shards).min(len.div_ceil(min_shard)));
         // Spread the frame evenly over `data` shards; round up to even for GF(2^16).
         let shard_len = len.div_ceil(data).next_multiple_of(2).min(max);
         Ok((shard_len, len.div_ceil(shard_len)))
@@ -291,6 +304,25 @@ mod tests {
             let h = Header::decode(d).unwrap();
             assert_eq!((h.shard as usize, h.seq, h.frame), (k, k as u64, 0));
         }
+    }
+
+    #[test]
+    fn small_frames_get_more_smaller_shards() {
+        let mut p = Packetizer::new(PacketizerConfig {
+            min_data_shards: 40,
+            min_shard_len: 256,
+            ..PacketizerConfig::default()
+        });
+        let g = |p: &Packetizer, len| p.geometry(len).unwrap();
+        // 21 KB (720p60 at 10 Mbit/s): 40 shards instead of 15.
+        assert_eq!(g(&p, 21_000), (526, 40));
+        // Big frames are unaffected; tiny ones stop at the smallest shard.
+        assert_eq!(g(&p, 100_000), (1390, 72));
+        assert_eq!(g(&p, 1_000), (250, 4));
+        assert_eq!(g(&p, 3_000), (250, 12));
+        assert_eq!(g(&p, 1), (2, 1));
+        p.cfg.min_data_shards = 1;
+        assert_eq!(g(&p, 21_000), (1400, 15));
     }
 
     #[test]

@@ -81,6 +81,14 @@ pub struct Pipeline {
     failure: Arc<Mutex<Option<String>>>,
 }
 
+/// Frames are split into at least this many data shards (while shards stay above
+/// [`MIN_SHARD_LEN`]) so that an FEC percentage protects small frames as well as large ones:
+/// at 5 % random loss and 20 % parity, a 720p P-frame of ~21 KB in 15 shards is lost 1.1 % of
+/// the time, in 40 shards 0.06 %. The cost is header overhead (52 bytes per datagram).
+const MIN_DATA_SHARDS: u16 = 40;
+/// Smallest shard the rule above produces, bytes.
+const MIN_SHARD_LEN: u16 = 256;
+
 struct Encoded {
     data: Vec<u8>,
     keyframe: bool,
@@ -163,6 +171,12 @@ impl Pipeline {
                 min_parity: w.fec_min_parity,
                 max_parity: w.fec_max_parity,
             },
+            min_data_shards: if w.fec_percent > 0 {
+                MIN_DATA_SHARDS
+            } else {
+                1
+            },
+            min_shard_len: MIN_SHARD_LEN,
             ..PacketizerConfig::default()
         };
         let session = SendSession::new(pcfg, key);
