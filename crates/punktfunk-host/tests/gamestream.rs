@@ -419,6 +419,41 @@ fn pairing_apps_launch_and_revocation() {
 }
 
 #[test]
+fn an_app_that_exits_ends_its_session() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("apps.toml"),
+        "[[app]]\nid = 5\ntitle = \"Short game\"\ncommand = [\"sleep\", \"1\"]\n",
+    )
+    .unwrap();
+    let (me, _) = clients();
+    let host = Host::start(dir.path());
+    let r4 = pair(&host, me, "7777", "7777", true).unwrap();
+    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+    let (_, b) = host.https(me, &format!("/applist?{Q}"));
+    assert_eq!(
+        text_of(&String::from_utf8(b).unwrap(), "AppTitle"),
+        Some("Short game")
+    );
+    let (_, b) = host.https(me, &format!("/launch?{Q}&appid=5&mode=1280x720x60&rikey=00112233445566778899AABBCCDDEEFF&rikeyid=1&localAudioPlayMode=0&corever=1"));
+    assert_eq!(
+        text_of(&String::from_utf8(b).unwrap(), "gamesession"),
+        Some("1")
+    );
+    let (_, b) = host.https(me, &format!("/serverinfo?{Q}"));
+    assert_eq!(
+        text_of(&String::from_utf8(b).unwrap(), "currentgame"),
+        Some("5")
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, b) = host.https(me, &format!("/serverinfo?{Q}"));
+    let info = String::from_utf8(b).unwrap();
+    assert_eq!(text_of(&info, "currentgame"), Some("0"), "{info}");
+    assert_eq!(text_of(&info, "state"), Some("SUNSHINE_SERVER_FREE"));
+}
+
+#[test]
 fn wrong_pins_fail_and_five_lock_pairing() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();

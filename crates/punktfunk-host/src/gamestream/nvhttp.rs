@@ -615,7 +615,16 @@ impl GameStream {
 }
 
 impl Inner {
+    /// The state, after noticing an app that ended by itself (its session ends with it).
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = st.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                tracing::info!(%status, "the app ended; its session ends too");
+                st.child = None;
+                st.session = None;
+            }
+        }
+        st
     }
 }
