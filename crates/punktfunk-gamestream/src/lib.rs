@@ -9,7 +9,8 @@
 //!   certificate signature bytes);
 //! - [`pairing`]: the ceremony itself as a typed state machine (one state per expected
 //!   message) and a client side written from the protocol description, for tests;
-//! - [`launch`]: the parameters of `/launch` and `/resume`.
+//! - [`launch`]: the parameters of `/launch` and `/resume`;
+//! - [`rtsp`]: RTSP requests and replies, the encrypted-RTSP envelope, ANNOUNCE and DESCRIBE.
 //!
 //! The wire facts come from the project's GameStream protocol notes; where a client disagrees
 //! with them, the client wins.
@@ -18,6 +19,7 @@ pub mod crypto;
 pub mod http;
 pub mod launch;
 pub mod pairing;
+pub mod rtsp;
 pub mod xml;
 
 /// The version this host reports: GameStream generation 7.1.431 with a negative fourth part,

@@ -32,6 +32,10 @@ struct Args {
     /// Largest shard payload in bytes.
     #[arg(long, default_value_t = 1400)]
     shard: u16,
+    /// Fewest data shards per frame (shards shrink down to 256 bytes to reach it), as the host
+    /// does with FEC on; 1 keeps every shard at `--shard` bytes.
+    #[arg(long, default_value_t = 48)]
+    min_shards: u16,
     /// Packet loss rates to sweep, in percent, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,5,10,20")]
     loss: Vec<f64>,
@@ -96,6 +100,8 @@ fn run(args: &Args, loss: f64, burst: f64, fec: u16) -> Result<Row> {
                 max_parity: 4096,
             }
         },
+        min_data_shards: if fec == 0 { 1 } else { args.min_shards.max(1) },
+        min_shard_len: 256,
         ..PacketizerConfig::default()
     };
     let mut tx = SendSession::new(cfg, key()?);
@@ -189,8 +195,8 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "punktfunk loss harness: {} frames of {} B at {} fps per row, shards ≤ {} B, AES-128-GCM, seed {}",
-        args.frames, args.frame_bytes, args.fps, args.shard, args.seed
+        "punktfunk loss harness: {} frames of {} B at {} fps per row, shards ≤ {} B (at least {} per frame when FEC is on), AES-128-GCM, seed {}",
+        args.frames, args.frame_bytes, args.fps, args.shard, args.min_shards, args.seed
     );
     println!(
         "{:>7} {:>6} {:>5} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
