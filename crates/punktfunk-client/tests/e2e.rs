@@ -198,6 +198,8 @@ fn clean_network_every_frame_decoded_in_order_and_the_file_plays() {
         ("h264", 640, 360, sent),
         "{info:?}"
     );
+    // Decoded again from the file, as a player would: every picture's stamp in sequence.
+    assert_eq!(info.stamps_in_sequence, sent, "{info:?}");
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
 }
 

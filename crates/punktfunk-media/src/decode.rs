@@ -149,6 +149,11 @@ pub struct StreamInfo {
     pub height: u32,
     /// Pictures decoded from the whole file.
     pub frames: u64,
+    /// Pictures whose stamp reads back and continues the previous one (frame number + 1).
+    pub stamps_in_sequence: u64,
+    /// The first pictures (up to 16) whose stamp is unreadable or out of sequence: picture
+    /// position in the file and the stamp read, if any.
+    pub stamp_breaks: Vec<(u64, Option<u32>)>,
 }
 
 /// Opens a stream file the way a player does (libavformat probing the raw elementary stream),
@@ -174,12 +179,31 @@ pub fn probe_stream_file(path: &Path) -> Result<StreamInfo, MediaError> {
         width: 0,
         height: 0,
         frames: 0,
+        stamps_in_sequence: 0,
+        stamp_breaks: Vec::new(),
     };
+    // The last readable stamp and the picture it was on: a later picture p must carry
+    // last + (p − its picture).
+    let mut last: Option<(u32, u64)> = None;
     let mut take = |dec: &mut ff::decoder::Video, info: &mut StreamInfo| {
         while dec.receive_frame(&mut frame).is_ok() {
-            info.frames += 1;
             info.width = frame.width();
             info.height = frame.height();
+            let stamp =
+                crate::read_stamp_luma(frame.data(0), frame.stride(0), info.width, info.height)
+                    .map(|s| s.frame);
+            let pos = info.frames;
+            match stamp {
+                Some(n) if last.is_none_or(|(l, lp)| u64::from(n) == u64::from(l) + (pos - lp)) => {
+                    info.stamps_in_sequence += 1
+                }
+                other if info.stamp_breaks.len() < 16 => info.stamp_breaks.push((pos, other)),
+                _ => {}
+            }
+            if let Some(n) = stamp {
+                last = Some((n, pos));
+            }
+            info.frames += 1;
         }
     };
     for (s, packet) in input.packets() {
