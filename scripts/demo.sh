@@ -46,21 +46,21 @@ fi
 FINGERPRINT=$(awk '{print $NF}' "$OUT/host.out")
 echo "host: $(cat "$OUT/host.out")"
 
-VIA=()
-if [ -n "$FEC" ]; then VIA+=(--fec "$FEC"); fi
+CLIENT_ARGS=()
+if [ -n "$FEC" ]; then CLIENT_ARGS+=(--fec "$FEC"); fi
 if [ -n "$IMPAIR" ]; then
     "$BIN/punktfunk-impair" --listen 127.0.0.1:0 --upstream "127.0.0.1:$((PORT + 1))" --backward "$IMPAIR" \
         > "$OUT/impair.out" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 50); do grep -q "listening on" "$OUT/impair.out" 2>/dev/null && break; sleep 0.1; done
     PROXY=$(awk '/listening on/ {print $3; exit}' "$OUT/impair.out")
-    VIA+=(--data-via "$PROXY")
+    CLIENT_ARGS+=(--data-via "$PROXY")
     echo "data plane through the impairment proxy at $PROXY: $IMPAIR"
 fi
 
 echo "client: $MODE $CODEC ${BITRATE} kbit/s for ${SECONDS_TO_RUN} s (pinned to the host's fingerprint)"
 "$BIN/punktfunk-client" --config-dir "$CONFIG" --log warn connect "127.0.0.1:$PORT" --pin "$FINGERPRINT" \
     --mode "$MODE" --codec "$CODEC" --bitrate "$BITRATE" --seconds "$SECONDS_TO_RUN" \
-    --out "$OUT/stream.$EXT" --png "$OUT/frame.png" "${VIA[@]}"
+    --out "$OUT/stream.$EXT" --png "$OUT/frame.png" "${CLIENT_ARGS[@]}"
 echo
 echo "wrote $OUT/stream.$EXT (play with: ffplay $OUT/stream.$EXT) and $OUT/frame.png"

@@ -203,13 +203,11 @@ fn clean_network_every_frame_decoded_in_order_and_the_file_plays() {
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
 }
 
-#[test]
-fn five_percent_loss_with_fec_is_recovered_and_never_corrupt() {
-    let _serial = serial();
-    let host = start_host(&["--sessions", "1"]);
+/// An impairment proxy in front of the host's data port that impairs video (host -> client, the
+/// proxy's backward direction) by `video_spec`; returns it and the address for `--data-via`.
+fn proxy_to(host: &Host, video_spec: &str) -> (ImpairProxy, String) {
     let upstream: SocketAddr = format!("127.0.0.1:{}", host.data_port).parse().unwrap();
-    // Video flows host -> client: the proxy's backward direction.
-    let back: ImpairConfig = "loss=5%,seed=11".parse().unwrap();
+    let back: ImpairConfig = video_spec.parse().unwrap();
     let proxy = ImpairProxy::spawn(
         "127.0.0.1:0".parse().unwrap(),
         upstream,
@@ -217,8 +215,17 @@ fn five_percent_loss_with_fec_is_recovered_and_never_corrupt() {
         back,
     )
     .unwrap();
-    let cfg = tempfile::tempdir().unwrap();
     let via = proxy.local_addr().to_string();
+    (proxy, via)
+}
+
+#[test]
+fn five_percent_loss_with_fec_is_recovered_and_never_corrupt() {
+    let _serial = serial();
+    let host = start_host(&["--sessions", "1"]);
+    // Video flows host -> client: the proxy's backward direction.
+    let (proxy, via) = proxy_to(&host, "loss=5%,seed=11");
+    let cfg = tempfile::tempdir().unwrap();
     let r = client(
         &host,
         cfg.path(),
@@ -253,18 +260,10 @@ fn five_percent_loss_with_fec_is_recovered_and_never_corrupt() {
 fn a_burst_that_defeats_fec_triggers_a_keyframe_and_recovers() {
     let _serial = serial();
     let host = start_host(&["--sessions", "1"]);
-    let upstream: SocketAddr = format!("127.0.0.1:{}", host.data_port).parse().unwrap();
-    // ~35 datagrams per frame at this bitrate: 150 in a row wipe out several frames.
-    let back: ImpairConfig = "blackout=1500+150".parse().unwrap();
-    let proxy = ImpairProxy::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        upstream,
-        ImpairConfig::default(),
-        back,
-    )
-    .unwrap();
+    // ~58 datagrams per frame at this bitrate (48 data + 10 parity): 150 in a row wipe out
+    // several frames.
+    let (proxy, via) = proxy_to(&host, "blackout=1500+150");
     let cfg = tempfile::tempdir().unwrap();
-    let via = proxy.local_addr().to_string();
     let r = client(
         &host,
         cfg.path(),

@@ -12,6 +12,13 @@ use crate::fec::{FecCode, FecEngine, FecError, FecPolicy, ShardsMut};
 use crate::wire::{Flags, Header, StreamKind, HEADER_LEN};
 use thiserror::Error;
 
+/// The `min_data_shards` a streaming sender uses with FEC on: at 5 % random loss and 20 %
+/// parity, a ~21 KB frame (720p60 at 10 Mbit/s) in 15 shards is lost 1.1 % of the time, in 48
+/// shards 0.012 %, for 52 bytes of header and tag per extra datagram.
+pub const STREAM_MIN_DATA_SHARDS: u16 = 48;
+/// The `min_shard_len` that goes with [`STREAM_MIN_DATA_SHARDS`].
+pub const STREAM_MIN_SHARD_LEN: u16 = 256;
+
 /// Settings of a packetizer, fixed for a session (the control plane negotiates them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketizerConfig {

@@ -44,25 +44,24 @@ pub fn pin_key(salt: &[u8; 16], pin: &str) -> [u8; 16] {
 
 /// AES-128-ECB encryption in place, no padding.
 pub fn ecb_encrypt(key: &[u8; 16], data: &mut [u8]) -> Result<(), CryptoError> {
-    if data.len() % 16 != 0 {
-        return Err(CryptoError::BlockLength(data.len()));
-    }
-    let c = aes::Aes128::new(key.into());
-    for b in data.chunks_exact_mut(16) {
-        c.encrypt_block(b.into());
-    }
-    Ok(())
+    ecb(key, data, |c, b| c.encrypt_block(b.into()))
 }
 
 /// AES-128-ECB decryption in place, no padding.
 pub fn ecb_decrypt(key: &[u8; 16], data: &mut [u8]) -> Result<(), CryptoError> {
+    ecb(key, data, |c, b| c.decrypt_block(b.into()))
+}
+
+fn ecb(
+    key: &[u8; 16],
+    data: &mut [u8],
+    block: impl Fn(&aes::Aes128, &mut [u8]),
+) -> Result<(), CryptoError> {
     if data.len() % 16 != 0 {
         return Err(CryptoError::BlockLength(data.len()));
     }
     let c = aes::Aes128::new(key.into());
-    for b in data.chunks_exact_mut(16) {
-        c.decrypt_block(b.into());
-    }
+    data.chunks_exact_mut(16).for_each(|b| block(&c, b));
     Ok(())
 }
 

@@ -330,7 +330,7 @@ impl AwaitingClientPairingSecret {
             &self.client.signature,
             client_secret,
         ]);
-        let outcome = if !ring_eq(&expect, &self.client_hash) {
+        let outcome = if !ct_eq(&expect, &self.client_hash) {
             Outcome::WrongPin
         } else if !self.client.verify(client_secret, sig) {
             Outcome::BadSignature
@@ -344,7 +344,8 @@ impl AwaitingClientPairingSecret {
     }
 }
 
-fn ring_eq(a: &[u8], b: &[u8]) -> bool {
+/// Constant-time equality of two hashes.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -526,15 +527,10 @@ impl ClientPairing {
             return Err(ClientPairError::BadHostSignature);
         }
         let expect = crypto::sha256(&[&self.client_challenge, &host.signature, server_secret]);
-        if expect[..] != self.host_reply_hash[..] {
+        if !ct_eq(&expect, &self.host_reply_hash) {
             return Err(ClientPairError::WrongPin);
         }
-        let mut out = self.client_secret.to_vec();
-        out.extend_from_slice(&self.signer.sign(&self.client_secret));
-        Ok(format!(
-            "devicename=roth&updateState=1&clientpairingsecret={}",
-            hex_encode(&out)
-        ))
+        Ok(self.phase4_query_without_pin_check())
     }
 
     /// Like [`ClientPairing::phase4_query`] but without the client's own PIN check: what a

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 /// The socket path in a config directory.
@@ -64,8 +64,6 @@ pub fn start(config_dir: &Path, handler: std::sync::Arc<dyn Handler>) -> Result<
     });
     Ok(path)
 }
-
-use tokio::io::AsyncReadExt as _;
 
 /// Sends one command to the running host and returns its answer line.
 pub async fn send(config_dir: &Path, command: &str) -> Result<String> {

@@ -12,7 +12,9 @@ use crate::dataplane::Destination;
 use punktfunk_core::control::{Mode, Welcome};
 use punktfunk_core::crypto::packet_key;
 use punktfunk_core::fec::FecPolicy;
-use punktfunk_core::packetizer::{FrameMeta, PacketBatch, PacketizerConfig};
+use punktfunk_core::packetizer::{
+    FrameMeta, PacketBatch, PacketizerConfig, STREAM_MIN_DATA_SHARDS, STREAM_MIN_SHARD_LEN,
+};
 use punktfunk_core::session::SendSession;
 use punktfunk_media::{
     draw_stamp_bgra, open_encoder, BgraFrame, Converter, Encoder, EncoderConfig, Stamp,
@@ -80,14 +82,6 @@ pub struct Pipeline {
     times: Arc<Mutex<StageTimes>>,
     failure: Arc<Mutex<Option<String>>>,
 }
-
-/// Frames are split into at least this many data shards (while shards stay above
-/// [`MIN_SHARD_LEN`]) so that an FEC percentage protects small frames as well as large ones:
-/// at 5 % random loss and 20 % parity, a 720p P-frame of ~21 KB in 15 shards is lost 1.1 % of
-/// the time, in 48 shards 0.012 %. The cost is header overhead (52 bytes per datagram).
-const MIN_DATA_SHARDS: u16 = 48;
-/// Smallest shard the rule above produces, bytes.
-const MIN_SHARD_LEN: u16 = 256;
 
 struct Encoded {
     data: Vec<u8>,
@@ -172,11 +166,11 @@ impl Pipeline {
                 max_parity: w.fec_max_parity,
             },
             min_data_shards: if w.fec_percent > 0 {
-                MIN_DATA_SHARDS
+                STREAM_MIN_DATA_SHARDS
             } else {
                 1
             },
-            min_shard_len: MIN_SHARD_LEN,
+            min_shard_len: STREAM_MIN_SHARD_LEN,
             ..PacketizerConfig::default()
         };
         let session = SendSession::new(pcfg, key);

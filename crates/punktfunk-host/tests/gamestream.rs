@@ -45,23 +45,16 @@ struct Host {
 
 impl Host {
     fn start(dir: &Path) -> Host {
+        Host::start_with(dir, &["--no-mdns", "--name", "test host"])
+    }
+
+    /// `serve --gamestream` on a free base port with `extra` flags.
+    fn start_with(dir: &Path, extra: &[&str]) -> Host {
         let base = free_base();
         let mut child = Command::new(bin())
-            .args([
-                "--config-dir",
-                dir.to_str().unwrap(),
-                "--log",
-                "info",
-                "serve",
-            ])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--gamestream",
-                "--no-mdns",
-                "--name",
-                "test host",
-            ])
+            .args(["--config-dir", dir.to_str().unwrap(), "--log", "info"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--gamestream"])
+            .args(extra)
             .args(["--gamestream-port", &base.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -82,10 +75,7 @@ impl Host {
     }
 
     fn http(&self, target: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.base)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(150))).unwrap();
-        write!(s, "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-        body(&mut s)
+        http_get(self.base, target)
     }
 
     fn https(&self, id: &Identity, target: &str) -> (String, Vec<u8>) {
@@ -143,6 +133,14 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET over plain HTTP to the host's nvhttp port; returns the body.
+fn http_get(base: u16, target: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(150))).unwrap();
+    write!(s, "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    body(&mut s)
 }
 
 fn read_all(s: &mut impl Read) -> Vec<u8> {
@@ -488,22 +486,8 @@ fn wrong_pins_fail_and_five_lock_pairing() {
 fn moonlight_finds_the_host_over_mdns() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let base = free_base();
-    let mut child = Command::new(bin())
-        .args(["--config-dir", dir.path().to_str().unwrap(), "serve"])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--gamestream",
-            "--name",
-            "mdns test host",
-        ])
-        .args(["--gamestream-port", &base.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let host = Host::start_with(dir.path(), &["--name", "mdns test host"]);
+    let base = host.base;
     let browser = mdns_sd::ServiceDaemon::new().unwrap();
     let _ = browser.enable_interface(mdns_sd::IfKind::LoopbackV4);
     let rx = browser.browse("_nvstream._tcp.local.").unwrap();
@@ -519,8 +503,7 @@ fn moonlight_finds_the_host_over_mdns() {
             }
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(host);
     let _ = browser.shutdown();
     let info = found.expect("the host's _nvstream._tcp record on loopback");
     assert!(

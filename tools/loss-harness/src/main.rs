@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use punktfunk_core::crypto::{packet_key, CipherSuite};
 use punktfunk_core::fec::FecPolicy;
-use punktfunk_core::packetizer::{FrameMeta, PacketBatch, PacketizerConfig};
+use punktfunk_core::packetizer::{
+    FrameMeta, PacketBatch, PacketizerConfig, STREAM_MIN_DATA_SHARDS, STREAM_MIN_SHARD_LEN,
+};
 use punktfunk_core::reassembler::{Event, ReassemblyLimits};
 use punktfunk_core::session::{RecvSession, SendSession};
 use punktfunk_net::impair::{GilbertElliott, ImpairConfig, Impairment};
@@ -34,7 +36,7 @@ struct Args {
     shard: u16,
     /// Fewest data shards per frame (shards shrink down to 256 bytes to reach it), as the host
     /// does with FEC on; 1 keeps every shard at `--shard` bytes.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = STREAM_MIN_DATA_SHARDS)]
     min_shards: u16,
     /// Packet loss rates to sweep, in percent, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,5,10,20")]
@@ -101,7 +103,7 @@ fn run(args: &Args, loss: f64, burst: f64, fec: u16) -> Result<Row> {
             }
         },
         min_data_shards: if fec == 0 { 1 } else { args.min_shards.max(1) },
-        min_shard_len: 256,
+        min_shard_len: STREAM_MIN_SHARD_LEN,
         ..PacketizerConfig::default()
     };
     let mut tx = SendSession::new(cfg, key()?);

@@ -249,26 +249,26 @@ impl GameStream {
     ) {
         let mut buf = Vec::with_capacity(1024);
         let mut chunk = [0u8; 4096];
+        // `None`: the peer went away or was too slow; nothing to answer.
         let parsed = tokio::time::timeout(HEAD_TIMEOUT, async {
             loop {
                 match parse_head(&buf) {
-                    Ok(Some((req, _))) => return Ok(req),
+                    Ok(Some((req, _))) => return Some(Ok(req)),
                     Ok(None) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Some(Err(e)),
                 }
                 match sock.read(&mut chunk).await {
-                    Ok(0) | Err(_) => {
-                        return Err(RequestError::Malformed("connection closed".into()))
-                    }
+                    Ok(0) | Err(_) => return None,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             }
         })
-        .await;
+        .await
+        .ok()
+        .flatten();
         let response = match parsed {
-            Err(_) => return,
-            Ok(Err(RequestError::Malformed(m))) if m == "connection closed" => return,
-            Ok(Err(e)) => {
+            None => return,
+            Some(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "bad nvhttp request");
                 let status = match e {
                     RequestError::TooLarge(_) => 413,
@@ -281,7 +281,7 @@ impl GameStream {
                     Reply::error(400, &e.to_string()).render().as_bytes(),
                 )
             }
-            Ok(Ok(req)) => {
+            Some(Ok(req)) => {
                 tracing::debug!(%peer, https, path = %req.path, "nvhttp request");
                 let (ctype, body) = self.route(&req, peer, local, cert.as_deref(), https).await;
                 gshttp::response(200, ctype, &body)
@@ -426,7 +426,7 @@ impl GameStream {
             .param("clientname")
             .filter(|n| !n.is_empty())
             .map_or_else(|| peer.ip().to_string(), |n| n.chars().take(64).collect());
-        let rx = {
+        let (waiting, rx) = {
             let mut st = self.inner.lock();
             if let Some(until) = st.locked_until {
                 if now < until {
@@ -465,7 +465,6 @@ impl GameStream {
             });
             (waiting, rx)
         };
-        let (waiting, rx) = rx;
         println!("Pairing request from {name} ({peer}): enter the PIN the client shows with `punktfunk-host pin NNNN` (or type it here)");
         tracing::info!(client = %name, %peer, "pairing request; waiting for the PIN");
         let pin = match tokio::time::timeout(PIN_TIMEOUT, rx).await {

@@ -14,43 +14,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::sync::Arc;
 
 #[derive(Debug)]
-struct AnyClientCertWithKey;
-
-impl AnyClientCertWithKey {
-    fn verify(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        use ring::signature as sig;
-        let bad = || rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature);
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        let key = parsed
-            .tbs_certificate
-            .subject_pki
-            .subject_public_key
-            .data
-            .as_ref();
-        let alg: &dyn sig::VerificationAlgorithm = match dss.scheme {
-            SignatureScheme::RSA_PKCS1_SHA256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-            SignatureScheme::RSA_PKCS1_SHA384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-            SignatureScheme::RSA_PKCS1_SHA512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-            SignatureScheme::RSA_PSS_SHA256 => &sig::RSA_PSS_2048_8192_SHA256,
-            SignatureScheme::RSA_PSS_SHA384 => &sig::RSA_PSS_2048_8192_SHA384,
-            SignatureScheme::RSA_PSS_SHA512 => &sig::RSA_PSS_2048_8192_SHA512,
-            SignatureScheme::ECDSA_NISTP256_SHA256 => &sig::ECDSA_P256_SHA256_ASN1,
-            SignatureScheme::ECDSA_NISTP384_SHA384 => &sig::ECDSA_P384_SHA384_ASN1,
-            SignatureScheme::ED25519 => &sig::ED25519,
-            _ => return Err(bad()),
-        };
-        sig::UnparsedPublicKey::new(alg, key)
-            .verify(message, dss.signature())
-            .map_err(|_| bad())?;
-        Ok(HandshakeSignatureValid::assertion())
-    }
+struct AnyClientCertWithKey {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl ClientCertVerifier for AnyClientCertWithKey {
@@ -77,7 +42,7 @@ impl ClientCertVerifier for AnyClientCertWithKey {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verify(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -86,32 +51,11 @@ impl ClientCertVerifier for AnyClientCertWithKey {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // TLS 1.3 forbids PKCS#1 v1.5 in handshake signatures.
-        if matches!(
-            dss.scheme,
-            SignatureScheme::RSA_PKCS1_SHA256
-                | SignatureScheme::RSA_PKCS1_SHA384
-                | SignatureScheme::RSA_PKCS1_SHA512
-        ) {
-            return Err(rustls::Error::PeerMisbehaved(
-                rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
-            ));
-        }
-        self.verify(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![
-            SignatureScheme::RSA_PSS_SHA256,
-            SignatureScheme::RSA_PSS_SHA384,
-            SignatureScheme::RSA_PSS_SHA512,
-            SignatureScheme::RSA_PKCS1_SHA256,
-            SignatureScheme::RSA_PKCS1_SHA384,
-            SignatureScheme::RSA_PKCS1_SHA512,
-            SignatureScheme::ECDSA_NISTP256_SHA256,
-            SignatureScheme::ECDSA_NISTP384_SHA384,
-            SignatureScheme::ED25519,
-        ]
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -122,9 +66,12 @@ pub fn server_config(
     key_pkcs8: &[u8],
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = AnyClientCertWithKey {
+        algorithms: provider.signature_verification_algorithms,
+    };
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(Arc::new(AnyClientCertWithKey))
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(
             vec![CertificateDer::from(cert_der.to_vec())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())),
