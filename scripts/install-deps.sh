@@ -9,6 +9,8 @@ PACKAGES=(build-essential pkg-config ca-certificates)
 # Video: FFmpeg's libraries and headers (ffmpeg-next binds them; bindgen needs libclang) and the
 # software encoders punktfunk uses (x264, x265, SVT-AV1 come with Debian's libavcodec).
 PACKAGES+=(clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev)
+# Audio: libopus (the opus crate links the system library found through pkg-config).
+PACKAGES+=(libopus-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -10,16 +10,26 @@
 //! - [`pairing`]: the ceremony itself as a typed state machine (one state per expected
 //!   message) and a client side written from the protocol description, for tests;
 //! - [`launch`]: the parameters of `/launch` and `/resume`;
-//! - [`rtsp`]: RTSP requests and replies, the encrypted-RTSP envelope, ANNOUNCE and DESCRIBE.
+//! - [`rtsp`]: RTSP requests and replies, the encrypted-RTSP envelope, ANNOUNCE and DESCRIBE;
+//! - [`plan`]: the session plan resolved from an ANNOUNCE, with a reason per choice;
+//! - [`control`]: the encrypted control-stream envelope and its messages;
+//! - [`input`]: input packets decoded into the core input model;
+//! - [`video`]: video datagrams with the Moonlight-exact FEC blocks, and their reassembly;
+//! - [`audio`]: audio datagrams, AES-CBC and the 4 + 2 audio FEC, and their reception.
 //!
 //! The wire facts come from the project's GameStream protocol notes; where a client disagrees
 //! with them, the client wins.
 
+pub mod audio;
+pub mod control;
 pub mod crypto;
 pub mod http;
+pub mod input;
 pub mod launch;
 pub mod pairing;
+pub mod plan;
 pub mod rtsp;
+pub mod video;
 pub mod xml;
 
 /// The version this host reports: GameStream generation 7.1.431 with a negative fourth part,

@@ -4,10 +4,12 @@
 //! - [`pipeline`]: one session's video on native threads (source, conversion, encoder, send).
 //! - [`dataplane`]: the shared data-plane UDP socket and its probe authentication.
 //! - [`inject`]: the input injector edge.
+//! - [`audio`]: the audio source edge.
 //! - [`gamestream`]: the GameStream (Moonlight) host: nvhttp, pairing, apps.
 //! - [`control`]: the local control channel (`punktfunk-host pin`).
 //! - [`mdns`]: service discovery.
 
+pub mod audio;
 pub mod control;
 pub mod dataplane;
 pub mod gamestream;

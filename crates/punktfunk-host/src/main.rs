@@ -107,6 +107,13 @@ struct ServeArgs {
     /// GameStream HTTP port; HTTPS is this − 5, RTSP this + 21, video/control/audio + 9/10/11.
     #[arg(long, default_value_t = 47989, value_name = "PORT")]
     gamestream_port: u16,
+    /// FEC percentage for GameStream video (parity shards per 100 data shards; 0 = none).
+    #[arg(long, default_value_t = 20, value_name = "PERCENT")]
+    gamestream_fec: u32,
+    /// Testing aid: drop this fraction (0..1) of outgoing GameStream video datagrams, to see a
+    /// client recover through FEC.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    gamestream_drop_video: f64,
     /// Name Moonlight shows for this host (default: the machine's host name).
     #[arg(long)]
     name: Option<String>,
@@ -159,6 +166,12 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
             a.gamestream_port
         );
     }
+    if a.gamestream_fec > 255 {
+        bail!("--gamestream-fec {} above 255 %", a.gamestream_fec);
+    }
+    if !(0.0..1.0).contains(&a.gamestream_drop_video) {
+        bail!("--gamestream-drop-video must be in 0..1");
+    }
     if a.max_sessions == 0 {
         bail!("--max-sessions must be at least 1");
     }
@@ -192,6 +205,8 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
         gamestream: a.gamestream.then(|| GameStreamOptions {
             base_port: a.gamestream_port,
             hostname: a.name.clone().unwrap_or_else(machine_name),
+            fec_percent: a.gamestream_fec,
+            drop_video: a.gamestream_drop_video,
         }),
         mdns: !a.no_mdns,
     })

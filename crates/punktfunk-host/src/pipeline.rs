@@ -76,17 +76,104 @@ pub struct PipelineConfig {
 
 /// A running pipeline; dropping it stops and joins both threads.
 pub struct Pipeline {
-    commands: Sender<Command>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    enc: EncodeThread,
+    send: Option<JoinHandle<()>>,
     times: Arc<Mutex<StageTimes>>,
     failure: Arc<Mutex<Option<String>>>,
 }
 
-struct Encoded {
-    data: Vec<u8>,
-    keyframe: bool,
-    capture_us: u64,
+/// One encoded frame on its way to a send thread.
+pub struct Encoded {
+    /// The bitstream.
+    pub data: Vec<u8>,
+    /// An IDR / keyframe.
+    pub keyframe: bool,
+    /// Capture time, µs since the pipeline's epoch.
+    pub capture_us: u64,
+}
+
+/// What the encode thread needs, whichever protocol sends its frames.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeSettings {
+    /// Codec.
+    pub codec: punktfunk_core::control::Codec,
+    /// Try hardware encoders first.
+    pub prefer_hardware: bool,
+    /// Slices per frame.
+    pub slices: u32,
+    /// The host clock's zero (capture times are µs since it).
+    pub epoch: Instant,
+}
+
+/// A running encode thread: source → conversion → encoder, frames out on a bounded queue.
+pub struct EncodeThread {
+    /// Commands (keyframe, reconfigure).
+    pub commands: Sender<Command>,
+    /// Per-stage timings (render/convert/encode filled here).
+    pub times: Arc<Mutex<StageTimes>>,
+    /// Why the thread stopped, if it failed.
+    pub failure: Arc<Mutex<Option<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EncodeThread {
+    /// Opens the encoder (failing here if none works) and starts the thread; it produces
+    /// frames once `dest` is set. The first frame is a keyframe. Frames arrive on the returned
+    /// queue (at most two waiting; the encoder waits when the sender lags); the thread ends
+    /// when stopped or when the queue's receiver is dropped.
+    pub fn start(
+        settings: EncodeSettings,
+        mode: Mode,
+        bitrate_kbps: u32,
+        dest: Destination,
+    ) -> Result<(EncodeThread, Receiver<Encoded>), String> {
+        let source = Source::open(&settings, mode, bitrate_kbps)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let (frame_tx, frame_rx) = mpsc::sync_channel::<Encoded>(2);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let times = Arc::new(Mutex::new(StageTimes::default()));
+        let failure = Arc::new(Mutex::new(None));
+        let thread = {
+            let (stop, times, failure) = (stop.clone(), times.clone(), failure.clone());
+            std::thread::Builder::new()
+                .name("encode".into())
+                .spawn(move || {
+                    if let Err(e) =
+                        encode_loop(source, &settings, &cmd_rx, &frame_tx, &stop, &times, &dest)
+                    {
+                        tracing::error!(error = %e, "encode thread failed");
+                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    }
+                })
+                .map_err(|e| e.to_string())?
+        };
+        Ok((
+            EncodeThread {
+                commands: cmd_tx,
+                times,
+                failure,
+                stop,
+                thread: Some(thread),
+            },
+            frame_rx,
+        ))
+    }
+
+    /// Stops and joins the thread. Whoever holds the frame queue must keep receiving (or drop
+    /// it) meanwhile, so a thread waiting to hand over a frame can see the stop.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EncodeThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 struct Source {
@@ -100,19 +187,15 @@ struct Source {
 }
 
 impl Source {
-    fn open(
-        welcome: &Welcome,
-        mode: Mode,
-        bitrate_kbps: u32,
-        prefer_hardware: bool,
-    ) -> Result<Source, String> {
+    fn open(settings: &EncodeSettings, mode: Mode, bitrate_kbps: u32) -> Result<Source, String> {
         let cfg = EncoderConfig {
-            codec: welcome.codec,
+            codec: settings.codec,
             width: mode.width,
             height: mode.height,
             fps: mode.fps(),
             bitrate_kbps,
-            prefer_hardware,
+            prefer_hardware: settings.prefer_hardware,
+            slices: settings.slices,
         };
         let encoder = open_encoder(&cfg).map_err(|e| e.to_string())?;
         tracing::info!(encoder = encoder.name(), %mode, bitrate_kbps, source = "testpattern", "video pipeline configured");
@@ -144,17 +227,19 @@ impl Pipeline {
         dest: Destination,
         sock: Arc<UdpSocket>,
     ) -> Result<Pipeline, String> {
-        let source = Source::open(
-            &cfg.welcome,
+        let settings = EncodeSettings {
+            codec: cfg.welcome.codec,
+            prefer_hardware: cfg.prefer_hardware,
+            slices: 1,
+            epoch: cfg.epoch,
+        };
+        let (enc, frames) = EncodeThread::start(
+            settings,
             cfg.welcome.mode,
             cfg.welcome.bitrate_kbps,
-            cfg.prefer_hardware,
+            dest.clone(),
         )?;
-        let (cmd_tx, cmd_rx) = mpsc::channel();
-        let (frame_tx, frame_rx) = mpsc::sync_channel::<Encoded>(2);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let times = Arc::new(Mutex::new(StageTimes::default()));
-        let failure = Arc::new(Mutex::new(None));
+        let (times, failure) = (enc.times.clone(), enc.failure.clone());
         let w = &cfg.welcome;
         let key = packet_key(w.suite, &w.host_to_client.key, w.host_to_client.salt)
             .map_err(|e| e.to_string())?;
@@ -175,32 +260,12 @@ impl Pipeline {
         };
         let session = SendSession::new(pcfg, key);
 
-        let enc = {
-            let (stop, times, failure, dest, cfg) = (
-                stop.clone(),
-                times.clone(),
-                failure.clone(),
-                dest.clone(),
-                cfg.clone(),
-            );
-            std::thread::Builder::new()
-                .name("encode".into())
-                .spawn(move || {
-                    if let Err(e) =
-                        encode_loop(source, &cfg, &cmd_rx, &frame_tx, &stop, &times, &dest)
-                    {
-                        tracing::error!(error = %e, "encode thread failed");
-                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                    }
-                })
-                .map_err(|e| e.to_string())?
-        };
         let snd = {
             let (times, failure) = (times.clone(), failure.clone());
             std::thread::Builder::new()
                 .name("send".into())
                 .spawn(move || {
-                    if let Err(e) = send_loop(session, &frame_rx, &sock, &dest, &times) {
+                    if let Err(e) = send_loop(session, &frames, &sock, &dest, &times) {
                         tracing::error!(error = %e, "send thread failed");
                         *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                     }
@@ -208,9 +273,8 @@ impl Pipeline {
                 .map_err(|e| e.to_string())?
         };
         Ok(Pipeline {
-            commands: cmd_tx,
-            stop,
-            threads: vec![enc, snd],
+            enc,
+            send: Some(snd),
             times,
             failure,
         })
@@ -218,7 +282,7 @@ impl Pipeline {
 
     /// Sends a command to the encode thread.
     pub fn command(&self, c: Command) {
-        let _ = self.commands.send(c);
+        let _ = self.enc.commands.send(c);
     }
 
     /// Timings and counters so far.
@@ -234,10 +298,11 @@ impl Pipeline {
             .clone()
     }
 
-    /// Stops and joins both threads.
+    /// Stops and joins both threads (the send thread ends when the encode thread's queue
+    /// closes).
     pub fn stop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads.drain(..) {
+        self.enc.stop();
+        if let Some(t) = self.send.take() {
             let _ = t.join();
         }
     }
@@ -251,7 +316,7 @@ impl Drop for Pipeline {
 
 fn encode_loop(
     mut src: Source,
-    cfg: &PipelineConfig,
+    cfg: &EncodeSettings,
     commands: &Receiver<Command>,
     frames: &SyncSender<Encoded>,
     stop: &std::sync::atomic::AtomicBool,
@@ -284,7 +349,7 @@ fn encode_loop(
                     } else {
                         bitrate_kbps
                     };
-                    match Source::open(&cfg.welcome, mode, rate, cfg.prefer_hardware) {
+                    match Source::open(cfg, mode, rate) {
                         Ok(s) => {
                             src = s;
                             interval = Duration::from_secs_f64(1000.0 / mode.refresh_mhz as f64);
@@ -400,7 +465,7 @@ fn send_loop(
 }
 
 /// CPU time of the calling thread, µs.
-fn thread_cpu_us() -> u64 {
+pub(crate) fn thread_cpu_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -66,6 +66,10 @@ pub struct GameStreamOptions {
     pub base_port: u16,
     /// Name Moonlight shows.
     pub hostname: String,
+    /// FEC percentage for GameStream video blocks.
+    pub fec_percent: u32,
+    /// Testing aid: drop this fraction of outgoing GameStream video datagrams.
+    pub drop_video: f64,
 }
 
 /// `ServerCodecModeSupport` bits for the codecs whose encoders open on this machine (logged).
@@ -84,6 +88,7 @@ pub fn probe_codec_modes(prefer_hardware: bool) -> u32 {
             fps: 30,
             bitrate_kbps: 1000,
             prefer_hardware,
+            slices: 1,
         };
         match punktfunk_media::open_encoder(&cfg) {
             Ok(e) => {
@@ -136,6 +141,7 @@ async fn start_gamestream(
         uuid,
     )
     .await?;
+    start_gamestream_streams(&gs, cfg, o, codec_modes, bind).await?;
     let sock = crate::control::start(&cfg.config_dir, Arc::new(PinHandler(gs.clone())))?;
     tracing::info!(socket = %sock.display(), "control channel ready (punktfunk-host pin NNNN)");
     // SAFETY: isatty only inspects the descriptor.
@@ -158,6 +164,68 @@ async fn start_gamestream(
             })?;
     }
     Ok(gs)
+}
+
+/// Binds the GameStream streaming ports (RTSP, video, control, audio) and starts serving them.
+async fn start_gamestream_streams(
+    gs: &crate::gamestream::GameStream,
+    cfg: &ServeConfig,
+    o: &GameStreamOptions,
+    codec_modes: u32,
+    bind: std::net::IpAddr,
+) -> Result<()> {
+    use crate::gamestream::nvhttp::scm;
+    use punktfunk_gamestream::ports;
+    let port = |offset, what: &str| {
+        ports::derive(o.base_port, offset)
+            .with_context(|| format!("the base port leaves no room for {what}"))
+    };
+    let (video, control, audio, rtsp) = (
+        port(ports::VIDEO_OFFSET, "video")?,
+        port(ports::CONTROL_OFFSET, "control")?,
+        port(ports::AUDIO_OFFSET, "audio")?,
+        port(ports::RTSP_OFFSET, "RTSP")?,
+    );
+    let streams = crate::gamestream::stream::StreamHost::start(
+        &crate::gamestream::stream::StreamPorts {
+            video: (bind, video).into(),
+            control: (bind, control).into(),
+            audio: (bind, audio).into(),
+        },
+        gs.clone(),
+        cfg.prefer_hardware,
+        o.drop_video,
+    )?;
+    if o.drop_video > 0.0 {
+        tracing::warn!(
+            fraction = o.drop_video,
+            "GameStream video: dropping datagrams on purpose (testing aid)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind((bind, rtsp))
+        .await
+        .with_context(|| format!("binding RTSP on {bind}:{rtsp}"))?;
+    tracing::info!(
+        port = rtsp,
+        fec_percent = o.fec_percent,
+        "GameStream RTSP listening"
+    );
+    crate::gamestream::rtsp::serve(
+        listener,
+        gs.clone(),
+        streams,
+        punktfunk_gamestream::plan::HostAbilities {
+            hevc: codec_modes & scm::HEVC != 0,
+            av1: codec_modes & scm::AV1_MAIN8 != 0,
+            fec_percent: o.fec_percent,
+        },
+        crate::gamestream::rtsp::AdvertisedPorts {
+            video,
+            control,
+            audio,
+        },
+    );
+    Ok(())
 }
 
 /// CPU time (user + system) this process has used so far, µs.

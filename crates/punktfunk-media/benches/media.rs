@@ -53,6 +53,7 @@ fn stages(c: &mut Criterion) {
             fps: 60,
             bitrate_kbps: kbps,
             prefer_hardware: false,
+            slices: 1,
         };
         let mut enc = open_encoder(&cfg).unwrap();
         let mut n = 0usize;

@@ -33,6 +33,8 @@ pub struct EncoderConfig {
     pub bitrate_kbps: u32,
     /// Try hardware encoders first.
     pub prefer_hardware: bool,
+    /// Slices per frame (1 = one slice; clients with several decoder threads ask for more).
+    pub slices: u32,
 }
 
 /// One encoded access unit.
@@ -183,14 +185,23 @@ impl LavcEncoder {
                 opts.set("forced-idr", "1");
                 opts.set(
                     "x264-params",
-                    "repeat-headers=1:annexb=1:nal-hrd=cbr:ref=1:sliced-threads=1",
+                    &format!(
+                        "repeat-headers=1:annexb=1:nal-hrd=cbr:ref=1:sliced-threads=1:slices={}",
+                        cfg.slices.clamp(1, 16)
+                    ),
                 );
             }
             "libx265" => {
                 opts.set("preset", "ultrafast");
                 opts.set("tune", "zerolatency");
                 opts.set("forced-idr", "1");
-                opts.set("x265-params", "repeat-headers=1:annexb=1:ref=1:bframes=0:frame-threads=1:rc-lookahead=0:log-level=error");
+                opts.set(
+                    "x265-params",
+                    &format!(
+                        "repeat-headers=1:annexb=1:ref=1:bframes=0:frame-threads=1:rc-lookahead=0:log-level=error:slices={}",
+                        cfg.slices.clamp(1, 16)
+                    ),
+                );
             }
             "libaom-av1" => {
                 opts.set("cpu-used", "8");

@@ -15,6 +15,7 @@ fn cfg(codec: Codec, w: u32, h: u32, kbps: u32) -> EncoderConfig {
         fps: 30,
         bitrate_kbps: kbps,
         prefer_hardware: false,
+        slices: 1,
     }
 }
 
@@ -107,6 +108,7 @@ fn av1_round_trip_or_a_clean_error() {
 fn hardware_preference_falls_back_to_software_here() {
     let enc = open_encoder(&EncoderConfig {
         prefer_hardware: true,
+        slices: 1,
         ..cfg(Codec::H264, 320, 180, 500)
     })
     .unwrap();

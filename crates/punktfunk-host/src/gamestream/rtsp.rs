@@ -1,0 +1,282 @@
+//! The RTSP server (TCP, one request per connection) that sets up a GameStream session.
+//!
+//! A client runs OPTIONS, DESCRIBE, SETUP audio/video/control, ANNOUNCE and PLAY, each on its
+//! own connection; the host answers and closes. When the launch asked for encrypted RTSP
+//! (`rtspenc://`, `corever ≥ 1`) every request and reply is an AES-GCM envelope under the launch
+//! key and a plaintext request is refused. SETUP hands out the ping payload and connect data
+//! that tie the UDP pings and the ENet connection to this launch; ANNOUNCE resolves the session
+//! plan and starts the session, or refuses with the reason.
+
+use super::nvhttp::GameStream;
+use super::stream::{SessionIds, StreamHost};
+use punktfunk_gamestream::plan::{HostAbilities, SessionPlan};
+use punktfunk_gamestream::rtsp::{
+    self, describe_body, enc, parse_request, Capabilities, Origin, Reply, Request, StreamConfig,
+    ENVELOPE_HEADER, MAX_REQUEST,
+};
+use ring::rand::SecureRandom;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a client has to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Ports SETUP replies name.
+#[derive(Debug, Clone, Copy)]
+pub struct AdvertisedPorts {
+    /// Video UDP.
+    pub video: u16,
+    /// Control (ENet) UDP.
+    pub control: u16,
+    /// Audio UDP.
+    pub audio: u16,
+}
+
+struct Setup {
+    rikey: [u8; 16],
+    ids: SessionIds,
+}
+
+struct Inner {
+    gs: GameStream,
+    streams: Arc<StreamHost>,
+    abilities: HostAbilities,
+    ports: AdvertisedPorts,
+    setup: Mutex<Option<Setup>>,
+    /// Host → client envelope sequence number.
+    seq: Mutex<u32>,
+    rng: ring::rand::SystemRandom,
+}
+
+/// Serves RTSP on `listener` until the runtime ends.
+pub fn serve(
+    listener: TcpListener,
+    gs: GameStream,
+    streams: Arc<StreamHost>,
+    abilities: HostAbilities,
+    ports: AdvertisedPorts,
+) {
+    let inner = Arc::new(Inner {
+        gs,
+        streams,
+        abilities,
+        ports,
+        setup: Mutex::new(None),
+        seq: Mutex::new(0),
+        rng: ring::rand::SystemRandom::new(),
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, peer)) = listener.accept().await else {
+                continue;
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                if let Err(e) = connection(&inner, sock).await {
+                    tracing::debug!(%peer, error = %e, "RTSP connection ended with an error");
+                }
+            });
+        }
+    });
+}
+
+async fn connection(inner: &Arc<Inner>, mut sock: TcpStream) -> std::io::Result<()> {
+    let launch = inner.gs.session();
+    let encrypted = launch.as_ref().is_some_and(|l| l.request.core_version >= 1);
+    let key = launch.as_ref().map(|l| l.request.rikey);
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let req = loop {
+        let n = match tokio::time::timeout(READ_TIMEOUT, sock.read(&mut chunk)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST + ENVELOPE_HEADER {
+            return reply(&mut sock, None, Reply::new(413, None)).await;
+        }
+        let is_envelope = buf[0] & 0x80 != 0;
+        if encrypted != is_envelope {
+            // Plain request where the launch asked for encryption (or the reverse).
+            tracing::warn!(
+                encrypted,
+                "RTSP request in the wrong encryption mode refused"
+            );
+            return reply(&mut sock, None, Reply::new(400, None)).await;
+        }
+        let plain = if encrypted {
+            let k = key.expect("encrypted implies a launch");
+            match rtsp::open(&k, Origin::Client, &buf) {
+                Ok(None) => continue,
+                Ok(Some((pt, _, used))) if used == buf.len() => pt,
+                Ok(Some(_)) => {
+                    return reply(&mut sock, None, Reply::new(400, None)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "encrypted RTSP request refused");
+                    return Ok(());
+                }
+            }
+        } else {
+            buf.clone()
+        };
+        match parse_request(&plain) {
+            Ok(Some(r)) => break r,
+            Ok(None) if !encrypted => continue,
+            Ok(None) => {
+                return reply(&mut sock, key.filter(|_| encrypted), Reply::new(400, None)).await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bad RTSP request");
+                return reply(&mut sock, key.filter(|_| encrypted), Reply::new(400, None)).await;
+            }
+        }
+    };
+    tracing::debug!(method = %req.method, target = %req.target, "RTSP request");
+    let out = handle(inner, &req).await;
+    if out.status() != 200 {
+        tracing::info!(method = %req.method, status = out.status(), "RTSP request refused");
+    }
+    let sealed_key = key.filter(|_| encrypted);
+    if let Some(k) = sealed_key {
+        let seq = {
+            let mut s = inner.seq.lock().unwrap_or_else(|e| e.into_inner());
+            *s = s.wrapping_add(1);
+            *s
+        };
+        let bytes = rtsp::seal(&k, seq, Origin::Host, &out.to_bytes());
+        sock.write_all(&bytes).await?;
+    } else {
+        sock.write_all(&out.to_bytes()).await?;
+    }
+    sock.shutdown().await
+}
+
+async fn reply(sock: &mut TcpStream, key: Option<[u8; 16]>, r: Reply) -> std::io::Result<()> {
+    let bytes = match key {
+        Some(k) => rtsp::seal(&k, 0, Origin::Host, &r.to_bytes()),
+        None => r.to_bytes(),
+    };
+    sock.write_all(&bytes).await?;
+    sock.shutdown().await
+}
+
+async fn handle(inner: &Arc<Inner>, req: &Request) -> Reply {
+    let cseq = req.cseq();
+    let Some(launch) = inner.gs.session() else {
+        return Reply::new(503, cseq);
+    };
+    match req.method.as_str() {
+        "OPTIONS" => Reply::new(200, cseq),
+        "DESCRIBE" => {
+            // Everything is offered; control v2 and audio are required, video encryption
+            // too: the streams are then sealed with the key only the paired client knows.
+            let caps = Capabilities {
+                hevc: inner.abilities.hevc,
+                av1: inner.abilities.av1,
+                rfi: false,
+                encryption_supported: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
+                encryption_requested: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
+                feature_flags: 0,
+            };
+            Reply::new(200, cseq).body(describe_body(&caps))
+        }
+        "SETUP" => {
+            let ids = {
+                let mut st = inner.setup.lock().unwrap_or_else(|e| e.into_inner());
+                match st.as_ref() {
+                    Some(s) if s.rikey == launch.request.rikey => s.ids.clone(),
+                    _ => {
+                        let ids = new_ids(&inner.rng);
+                        *inner.seq.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+                        *st = Some(Setup {
+                            rikey: launch.request.rikey,
+                            ids: ids.clone(),
+                        });
+                        ids
+                    }
+                }
+            };
+            let r =
+                Reply::new(200, cseq).header("Session", format!("{};timeout = 90", ids.session_id));
+            let payload = String::from_utf8_lossy(&ids.ping_payload).into_owned();
+            match req.stream_id() {
+                Some("audio") => r
+                    .header("Transport", format!("server_port={}", inner.ports.audio))
+                    .header("X-SS-Ping-Payload", payload),
+                Some("video") => r
+                    .header("Transport", format!("server_port={}", inner.ports.video))
+                    .header("X-SS-Ping-Payload", payload),
+                Some("control") => r
+                    .header("Transport", format!("server_port={}", inner.ports.control))
+                    .header("X-SS-Connect-Data", ids.connect_data),
+                _ => Reply::new(404, cseq),
+            }
+        }
+        "ANNOUNCE" => {
+            let Some(ids) = inner
+                .setup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|s| s.rikey == launch.request.rikey)
+                .map(|s| s.ids.clone())
+            else {
+                tracing::warn!("ANNOUNCE before SETUP refused");
+                return Reply::new(400, cseq);
+            };
+            let cfg = match StreamConfig::from_announce(&req.body) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ANNOUNCE refused");
+                    return Reply::new(400, cseq);
+                }
+            };
+            let hq_audio = req.header("Host").is_some_and(|h| !h.contains("0.0.0.0"));
+            let plan = match SessionPlan::resolve(&cfg, &inner.abilities, hq_audio) {
+                Ok(p) => p,
+                Err(r) => {
+                    tracing::warn!(status = r.status, reason = %r.reason, "stream request refused");
+                    return Reply::new(r.status, cseq);
+                }
+            };
+            let streams = inner.streams.clone();
+            let key = launch.request.rikey;
+            let key_id = launch.request.rikey_id as u32;
+            let started =
+                tokio::task::spawn_blocking(move || streams.start_session(plan, ids, key, key_id))
+                    .await;
+            match started {
+                Ok(Ok(_)) => Reply::new(200, cseq),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot start the stream");
+                    Reply::new(500, cseq)
+                }
+                Err(_) => Reply::new(500, cseq),
+            }
+        }
+        "PLAY" => Reply::new(200, cseq),
+        other => {
+            tracing::debug!(method = other, "RTSP method not implemented");
+            Reply::new(501, cseq)
+        }
+    }
+}
+
+fn new_ids(rng: &ring::rand::SystemRandom) -> SessionIds {
+    let mut b = [0u8; 8 + 4 + 8];
+    rng.fill(&mut b).expect("system randomness");
+    let hex = punktfunk_gamestream::hex_encode(&b[..8]);
+    let mut ping_payload = [0u8; 16];
+    ping_payload.copy_from_slice(hex.as_bytes());
+    SessionIds {
+        session_id: punktfunk_gamestream::hex_encode(&b[12..]),
+        ping_payload,
+        connect_data: u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")),
+    }
+}

@@ -1,0 +1,762 @@
+//! A GameStream streaming session: video, audio and the control stream, on native threads.
+//!
+//! ```text
+//! encode thread:  source → conversion → encoder ──(2 frames)──► video thread: §7 packetizer → UDP
+//! audio thread:   AudioSource → Opus (hard CBR) → RTP + AES-CBC + 4+2 FEC → UDP
+//! control thread: ENet host on UDP, encrypted control messages → IDR requests, input, keep-alive
+//! ```
+//!
+//! The sockets and the ENet host live as long as the GameStream host; a session (created by
+//! RTSP ANNOUNCE) attaches to them. Video and audio start when the client's ping carrying the
+//! session's ping payload arrives; the control stream accepts only the ENet peer whose connect
+//! data matches. A session ends when the client disconnects, after 10 s without control
+//! traffic, when the app ends or is cancelled (the client is told with a termination message),
+//! or when a new session replaces it. The app keeps running after the client disconnects, so
+//! `/resume` starts a new session.
+
+use super::nvhttp::GameStream;
+use crate::audio::{AudioSource, ToneSource, SAMPLE_RATE};
+use crate::dataplane::Destination;
+use crate::inject::{InputInjector, LogInjector};
+use crate::pipeline::{thread_cpu_us, Command, EncodeSettings, EncodeThread, Encoded};
+use punktfunk_core::control::{Codec, Mode};
+use punktfunk_gamestream::audio::AudioPacketizer;
+use punktfunk_gamestream::control::{self as ctl, ClientMessage, ControlCipher};
+use punktfunk_gamestream::input::{self, Input};
+use punktfunk_gamestream::plan::{SessionPlan, VideoCodec};
+use punktfunk_gamestream::rtsp::Origin;
+use punktfunk_gamestream::video::{frame_type, FrameInfo, VideoPacketizer};
+use punktfunk_net::UdpSocket;
+use rusty_enet as enet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a new session waits for the client's pings and control connection.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session without control traffic for this long ends.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Datagrams per paced burst.
+const BURST: usize = 64;
+/// Pacing rate for video bursts, bytes per second (about 800 Mbit/s).
+const PACE_BYTES_PER_SEC: f64 = 100e6;
+
+/// What SETUP handed out: the values that tie UDP pings and the ENet connection to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionIds {
+    /// RTSP session id.
+    pub session_id: String,
+    /// `X-SS-Ping-Payload` (16 ASCII characters).
+    pub ping_payload: [u8; 16],
+    /// `X-SS-Connect-Data`.
+    pub connect_data: u32,
+}
+
+/// Counters of one session, logged when it ends.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    /// Frames sent.
+    pub frames: AtomicU64,
+    /// Keyframes sent.
+    pub keyframes: AtomicU64,
+    /// Video datagrams sent.
+    pub video_datagrams: AtomicU64,
+    /// Video datagrams the socket refused (full buffer).
+    pub video_send_errors: AtomicU64,
+    /// Audio packets (Opus frames) sent.
+    pub audio_packets: AtomicU64,
+    /// IDR requests received.
+    pub idr_requests: AtomicU64,
+    /// Control messages received.
+    pub control_messages: AtomicU64,
+    /// Control packets dropped (bad envelope or authentication).
+    pub control_dropped: AtomicU64,
+    /// Input events handed to the injector.
+    pub input_events: AtomicU64,
+    /// Input packets dropped as malformed.
+    pub input_dropped: AtomicU64,
+    /// Send-path time per frame (packetize + FEC + encrypt + send), µs, CPU time.
+    pub send_cpu_us: Mutex<Vec<u32>>,
+}
+
+/// One streaming session.
+pub struct ActiveSession {
+    /// The resolved plan.
+    pub plan: SessionPlan,
+    /// The ids SETUP gave out.
+    pub ids: SessionIds,
+    key: [u8; 16],
+    key_id: u32,
+    stop: AtomicBool,
+    /// Why it ended (first reason wins).
+    end_reason: Mutex<Option<String>>,
+    commands: Mutex<Option<Sender<Command>>>,
+    /// Counters.
+    pub stats: SessionStats,
+    input_kinds: Mutex<BTreeMap<&'static str, u64>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for ActiveSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActiveSession")
+            .field("ids", &self.ids)
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActiveSession {
+    /// Asks every thread of the session to stop; the first reason is the one logged.
+    pub fn end(&self, reason: &str) {
+        let mut r = self.end_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(reason.to_string());
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the session is ending.
+    pub fn ended(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn keyframe(&self) {
+        if let Some(c) = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = c.send(Command::Keyframe);
+        }
+    }
+
+    fn count_input(&self, kind: &'static str) {
+        *self
+            .input_kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// Joins the session's threads and logs its figures.
+    fn finish(&self) {
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        let s = &self.stats;
+        let mut cpu = s
+            .send_cpu_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        cpu.sort_unstable();
+        let p = |q: f64| -> u32 {
+            if cpu.is_empty() {
+                0
+            } else {
+                cpu[((cpu.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        let inputs = self
+            .input_kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::info!(
+            reason = self
+                .end_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_deref()
+                .unwrap_or("stopped"),
+            seconds = format!("{:.1}", self.started.elapsed().as_secs_f64()),
+            frames = s.frames.load(Ordering::Relaxed),
+            keyframes = s.keyframes.load(Ordering::Relaxed),
+            video_datagrams = s.video_datagrams.load(Ordering::Relaxed),
+            video_send_errors = s.video_send_errors.load(Ordering::Relaxed),
+            audio_packets = s.audio_packets.load(Ordering::Relaxed),
+            idr_requests = s.idr_requests.load(Ordering::Relaxed),
+            control_messages = s.control_messages.load(Ordering::Relaxed),
+            control_dropped = s.control_dropped.load(Ordering::Relaxed),
+            input_events = s.input_events.load(Ordering::Relaxed),
+            input_dropped = s.input_dropped.load(Ordering::Relaxed),
+            send_cpu_p50_us = p(0.5),
+            send_cpu_p99_us = p(0.99),
+            inputs = %inputs,
+            "GameStream session ended"
+        );
+    }
+}
+
+/// The streaming side of the GameStream host: sockets, the control thread and the session slot.
+pub struct StreamHost {
+    video: Arc<UdpSocket>,
+    audio: Arc<UdpSocket>,
+    active: Mutex<Option<Arc<ActiveSession>>>,
+    prefer_hardware: bool,
+    epoch: Instant,
+    /// Test knob: drop this fraction of outgoing video datagrams (0 = none).
+    drop_fraction: f64,
+}
+
+/// Ports and options of the streaming side.
+#[derive(Debug, Clone)]
+pub struct StreamPorts {
+    /// Video UDP address.
+    pub video: SocketAddr,
+    /// Control (ENet) UDP address.
+    pub control: SocketAddr,
+    /// Audio UDP address.
+    pub audio: SocketAddr,
+}
+
+impl StreamHost {
+    /// Binds video, audio and control and starts the control thread.
+    pub fn start(
+        ports: &StreamPorts,
+        gs: GameStream,
+        prefer_hardware: bool,
+        drop_fraction: f64,
+    ) -> anyhow::Result<Arc<StreamHost>> {
+        use anyhow::Context;
+        let video = Arc::new(
+            UdpSocket::bind(ports.video)
+                .with_context(|| format!("binding GameStream video on {}", ports.video))?,
+        );
+        let audio = Arc::new(
+            UdpSocket::bind(ports.audio)
+                .with_context(|| format!("binding GameStream audio on {}", ports.audio))?,
+        );
+        let control = std::net::UdpSocket::bind(ports.control)
+            .with_context(|| format!("binding GameStream control on {}", ports.control))?;
+        video.set_read_timeout(Some(Duration::from_millis(100)))?;
+        audio.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let host = Arc::new(StreamHost {
+            video,
+            audio,
+            active: Mutex::new(None),
+            prefer_hardware,
+            epoch: Instant::now(),
+            drop_fraction,
+        });
+        let enet_host = enet::Host::new(
+            control,
+            enet::HostSettings {
+                peer_limit: 8,
+                channel_limit: enet::consts::PROTOCOL_MAXIMUM_CHANNEL_COUNT as usize,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("creating the ENet host: {e:?}"))?;
+        let h = host.clone();
+        std::thread::Builder::new()
+            .name("gs-control".into())
+            .spawn(move || control_loop(enet_host, &h, &gs))?;
+        tracing::info!(
+            video = %ports.video,
+            control = %ports.control,
+            audio = %ports.audio,
+            "GameStream streaming ports bound"
+        );
+        Ok(host)
+    }
+
+    /// The running session, if any.
+    pub fn active(&self) -> Option<Arc<ActiveSession>> {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Ends the running session (if any) and waits for its threads.
+    pub fn stop_active(&self, reason: &str) {
+        let old = self.active.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(s) = old {
+            s.end(reason);
+            s.finish();
+        }
+    }
+
+    /// Starts a session for `plan`: opens the encoder (its failure is the error) and starts the
+    /// video and audio threads, which wait for the client's pings.
+    pub fn start_session(
+        self: &Arc<Self>,
+        plan: SessionPlan,
+        ids: SessionIds,
+        key: [u8; 16],
+        key_id: u32,
+    ) -> Result<Arc<ActiveSession>, String> {
+        self.stop_active("replaced by a new session");
+        for r in &plan.reasons {
+            tracing::info!(plan = %r, "GameStream session plan");
+        }
+        let codec = match plan.codec {
+            VideoCodec::H264 => Codec::H264,
+            VideoCodec::Hevc => Codec::HEVC,
+            VideoCodec::Av1 => Codec::AV1,
+        };
+        let dest: Destination = Arc::new(Mutex::new(None));
+        let (enc, frames) = EncodeThread::start(
+            EncodeSettings {
+                codec,
+                prefer_hardware: self.prefer_hardware,
+                slices: plan.slices,
+                epoch: self.epoch,
+            },
+            Mode::new(plan.width, plan.height, plan.fps),
+            plan.bitrate_kbps,
+            dest.clone(),
+        )?;
+        let packetizer = VideoPacketizer::new(
+            plan.packet_size,
+            plan.fec_percent,
+            plan.min_parity,
+            plan.video_encrypted.then_some(&key),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut opus = opus::Encoder::new(
+            SAMPLE_RATE,
+            opus::Channels::Stereo,
+            opus::Application::LowDelay,
+        )
+        .map_err(|e| format!("opening the Opus encoder: {e}"))?;
+        opus.set_bitrate(opus::Bitrate::Bits(plan.audio_bitrate as i32))
+            .and_then(|_| opus.set_vbr(false))
+            .map_err(|e| format!("configuring the Opus encoder: {e}"))?;
+        let session = Arc::new(ActiveSession {
+            plan,
+            ids,
+            key,
+            key_id,
+            stop: AtomicBool::new(false),
+            end_reason: Mutex::new(None),
+            commands: Mutex::new(Some(enc.commands.clone())),
+            stats: SessionStats::default(),
+            input_kinds: Mutex::new(BTreeMap::new()),
+            threads: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        });
+        let video = {
+            let (s, h) = (session.clone(), self.clone());
+            std::thread::Builder::new()
+                .name("gs-video".into())
+                .spawn(move || video_loop(&h, &s, enc, &frames, packetizer, &dest))
+                .map_err(|e| e.to_string())?
+        };
+        let audio = {
+            let (s, h) = (session.clone(), self.clone());
+            std::thread::Builder::new()
+                .name("gs-audio".into())
+                .spawn(move || audio_loop(&h, &s, opus, Box::new(ToneSource::new(2))))
+                .map_err(|e| e.to_string())?
+        };
+        session
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([video, audio]);
+        *self.active.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+        Ok(session)
+    }
+}
+
+/// Waits for a ping carrying `payload` on `sock`; returns its source.
+fn wait_for_ping(sock: &UdpSocket, session: &ActiveSession, what: &str) -> Option<SocketAddr> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut buf = [0u8; 2048];
+    while !session.ended() {
+        if Instant::now() > deadline {
+            session.end(&format!(
+                "no {what} ping within {} s",
+                START_TIMEOUT.as_secs()
+            ));
+            return None;
+        }
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let pkt = &buf[..n];
+        if pkt
+            .windows(16)
+            .any(|w| w == session.ids.ping_payload.as_slice())
+        {
+            tracing::info!(%from, "GameStream {what} ping received; streaming {what} there");
+            return Some(from);
+        }
+        tracing::debug!(%from, len = n, "{what} datagram without this session's ping payload dropped");
+    }
+    None
+}
+
+/// Reads and discards whatever is waiting on `sock` (the client pings every 500 ms).
+fn drain(sock: &UdpSocket) {
+    let mut buf = [0u8; 64];
+    while sock.wait_readable(Duration::ZERO).unwrap_or(false) {
+        if sock.recv_from(&mut buf).is_err() {
+            break;
+        }
+    }
+}
+
+fn video_loop(
+    host: &StreamHost,
+    s: &ActiveSession,
+    mut enc: EncodeThread,
+    frames: &std::sync::mpsc::Receiver<Encoded>,
+    mut pk: VideoPacketizer,
+    dest: &Destination,
+) {
+    let Some(to) = wait_for_ping(&host.video, s, "video") else {
+        enc.stop();
+        return;
+    };
+    *dest.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+    let mut out = Vec::new();
+    let mut index: u32 = 0;
+    let dlen = pk.datagram_len();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut kept = Vec::new();
+    while !s.ended() {
+        let f = match frames.recv_timeout(Duration::from_millis(100)) {
+            Ok(f) => f,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(e) = enc
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                {
+                    s.end(&format!("encoder failed: {e}"));
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                s.end("encoder stopped");
+                break;
+            }
+        };
+        let cpu = thread_cpu_us();
+        index = index.wrapping_add(1);
+        let now_us = Instant::now().duration_since(host.epoch).as_micros() as u64;
+        let info = FrameInfo {
+            index,
+            kind: if f.keyframe {
+                frame_type::IDR
+            } else {
+                frame_type::P
+            },
+            rtp_timestamp: (f.capture_us * 9 / 100) as u32,
+            host_latency: (now_us.saturating_sub(f.capture_us) / 100).min(u64::from(u16::MAX))
+                as u16,
+        };
+        if let Err(e) = pk.packetize(&f.data, info, &mut out) {
+            tracing::warn!(frame = index, error = %e, "frame not sent");
+            s.keyframe();
+            continue;
+        }
+        let mut payload: &[u8] = &out;
+        if host.drop_fraction > 0.0 {
+            kept.clear();
+            for dg in out.chunks(dlen) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if (rng >> 11) as f64 / (1u64 << 53) as f64 >= host.drop_fraction {
+                    kept.extend_from_slice(dg);
+                }
+            }
+            payload = &kept;
+        }
+        let count = out.len() / dlen;
+        let mut sent_cpu = thread_cpu_us().saturating_sub(cpu);
+        // Bursts of at most 64 datagrams, spaced so a keyframe does not flood the link.
+        for (i, burst) in payload.chunks(BURST * dlen).enumerate() {
+            if i > 0 {
+                std::thread::sleep(Duration::from_secs_f64(
+                    (BURST * dlen) as f64 / PACE_BYTES_PER_SEC,
+                ));
+            }
+            let c = thread_cpu_us();
+            if host.video.send_batch(to, burst, dlen).is_err() {
+                s.stats.video_send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            sent_cpu += thread_cpu_us().saturating_sub(c);
+        }
+        let st = &s.stats;
+        st.frames.fetch_add(1, Ordering::Relaxed);
+        st.keyframes
+            .fetch_add(u64::from(f.keyframe), Ordering::Relaxed);
+        st.video_datagrams
+            .fetch_add(count as u64, Ordering::Relaxed);
+        st.send_cpu_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sent_cpu as u32);
+        drain(&host.video);
+    }
+    *s.commands.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    // Keep receiving while the encoder stops so a frame it is handing over does not block it.
+    let stopper = std::thread::spawn(move || enc.stop());
+    while !stopper.is_finished() {
+        let _ = frames.recv_timeout(Duration::from_millis(10));
+    }
+    let _ = stopper.join();
+}
+
+fn audio_loop(
+    host: &StreamHost,
+    s: &ActiveSession,
+    mut opus: opus::Encoder,
+    mut source: Box<dyn AudioSource>,
+) {
+    let Some(to) = wait_for_ping(&host.audio, s, "audio") else {
+        return;
+    };
+    let ms = s.plan.audio_packet_ms;
+    let samples = (SAMPLE_RATE / 1000 * ms) as usize;
+    let channels = source.channels();
+    let mut pcm = vec![0i16; samples * channels];
+    let mut buf = vec![0u8; 1400];
+    let mut pk = AudioPacketizer::new(s.plan.audio_encrypted.then_some(s.key), s.key_id, ms);
+    tracing::info!(
+        source = source.name(),
+        packet_ms = ms,
+        bitrate = s.plan.audio_bitrate,
+        encrypted = s.plan.audio_encrypted,
+        "GameStream audio started"
+    );
+    let interval = Duration::from_millis(u64::from(ms));
+    let mut next = Instant::now();
+    while !s.ended() {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > interval * 20 {
+            next = now; // stalled (machine overloaded): skip ahead instead of bursting
+        }
+        next += interval;
+        source.read(&mut pcm);
+        let n = match opus.encode(&pcm, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                s.end(&format!("Opus encoding failed: {e}"));
+                break;
+            }
+        };
+        for dg in pk.push(&buf[..n]) {
+            let _ = host.audio.send_to(&dg, to);
+        }
+        s.stats.audio_packets.fetch_add(1, Ordering::Relaxed);
+        drain(&host.audio);
+    }
+}
+
+struct Attached {
+    session: Arc<ActiveSession>,
+    peer: enet::PeerID,
+    cipher: ControlCipher,
+    last_heard: Instant,
+    injector: LogInjector,
+}
+
+fn control_loop(
+    mut enet_host: enet::Host<std::net::UdpSocket>,
+    host: &StreamHost,
+    gs: &GameStream,
+) {
+    let mut attached: Option<Attached> = None;
+    let mut last_check = Instant::now();
+    loop {
+        let mut busy = false;
+        loop {
+            let ev = match enet_host.service() {
+                Ok(Some(ev)) => ev.no_ref(),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = ?e, "ENet service error");
+                    break;
+                }
+            };
+            busy = true;
+            match ev {
+                enet::EventNoRef::Connect { peer, data } => {
+                    let session = host.active().filter(|s| !s.ended());
+                    match session {
+                        Some(s) if s.ids.connect_data == data && attached.is_none() => {
+                            tracing::info!(peer = peer.0, "GameStream control stream connected");
+                            let p = enet_host.peer_mut(peer);
+                            p.set_timeout(2, 10_000, 10_000);
+                            attached = Some(Attached {
+                                cipher: ControlCipher::new(&s.key, Origin::Host),
+                                session: s,
+                                peer,
+                                last_heard: Instant::now(),
+                                injector: LogInjector::default(),
+                            });
+                        }
+                        _ => {
+                            tracing::info!(
+                                peer = peer.0,
+                                data,
+                                "ENet connection without a matching session refused"
+                            );
+                            enet_host.peer_mut(peer).disconnect_now(0);
+                        }
+                    }
+                }
+                enet::EventNoRef::Disconnect { peer, .. } => {
+                    if let Some(a) = attached.as_ref().filter(|a| a.peer == peer) {
+                        tracing::info!("GameStream client disconnected the control stream");
+                        a.session.end("client disconnected");
+                        attached = None;
+                        host.stop_active("client disconnected");
+                    }
+                }
+                enet::EventNoRef::Receive { peer, packet, .. } => {
+                    let Some(a) = attached.as_mut().filter(|a| a.peer == peer) else {
+                        continue;
+                    };
+                    a.last_heard = Instant::now();
+                    handle_control(a, packet.data());
+                }
+            }
+        }
+        // Once per 100 ms: session end, app end, silence.
+        if last_check.elapsed() >= Duration::from_millis(100) {
+            last_check = Instant::now();
+            let mut terminate: Option<&str> = None;
+            if let Some(a) = attached.as_ref() {
+                let launch = gs.session();
+                if launch
+                    .as_ref()
+                    .is_none_or(|l| l.request.rikey != a.session.key)
+                {
+                    terminate = Some("the app ended or the session was cancelled");
+                } else if a.last_heard.elapsed() > SILENCE_TIMEOUT {
+                    terminate = Some("no control traffic for 10 s");
+                } else if a.session.ended() {
+                    terminate = Some("session ended");
+                }
+            } else if let Some(s) = host.active() {
+                if gs.session().is_none_or(|l| l.request.rikey != s.key) {
+                    s.end("the app ended or the session was cancelled");
+                    host.stop_active("the app ended or the session was cancelled");
+                } else if s.ended() || s.started.elapsed() > START_TIMEOUT {
+                    host.stop_active("no control connection within 10 s");
+                }
+            }
+            if let Some((reason, mut a)) = terminate.zip(attached.take_if(|_| terminate.is_some()))
+            {
+                let msg = a.cipher.seal(
+                    ctl::kind::TERMINATION,
+                    &ctl::termination(ctl::TERMINATION_GRACEFUL),
+                );
+                let p = enet_host.peer_mut(a.peer);
+                let _ = p.send(0, &enet::Packet::reliable(msg.as_slice()));
+                p.disconnect_later(0);
+                enet_host.flush();
+                tracing::info!(reason, "GameStream session terminated by the host");
+                a.session.end(reason);
+                host.stop_active(reason);
+            }
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn handle_control(a: &mut Attached, packet: &[u8]) {
+    let s = &a.session;
+    let msg = match a.cipher.open(packet) {
+        Ok(m) => m,
+        Err(e) => {
+            s.stats.control_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "control packet dropped");
+            return;
+        }
+    };
+    s.stats.control_messages.fetch_add(1, Ordering::Relaxed);
+    match ClientMessage::parse(&msg) {
+        Ok(ClientMessage::RequestIdr) | Ok(ClientMessage::InvalidateRefs { .. }) => {
+            s.stats.idr_requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("IDR requested by the client");
+            s.keyframe();
+        }
+        Ok(ClientMessage::Input(p)) => match input::decode(&p) {
+            Ok(Input::Event(ev)) => {
+                s.stats.input_events.fetch_add(1, Ordering::Relaxed);
+                s.count_input(event_kind(&ev));
+                a.injector.inject(&ev);
+            }
+            Ok(Input::Text(t)) => {
+                s.count_input("text");
+                tracing::debug!(text = %t, "text input (no text injector yet)");
+            }
+            Ok(Input::UnmappedKey(vk)) => {
+                s.count_input("unmapped-key");
+                tracing::debug!(vk, "key without an evdev mapping ignored");
+            }
+            Ok(Input::Unmodelled(what)) => s.count_input(what),
+            Ok(Input::Unknown(m)) => {
+                s.count_input("unknown");
+                tracing::debug!(magic = format!("{m:#x}"), "unknown input type ignored");
+            }
+            Err(e) => {
+                s.stats.input_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "input packet dropped");
+            }
+        },
+        Ok(ClientMessage::FecStatus {
+            frame,
+            received_data,
+            received_parity,
+            total_data,
+        }) => {
+            tracing::debug!(
+                frame,
+                received_data,
+                received_parity,
+                total_data,
+                "client FEC status"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            s.stats.control_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, kind = msg.kind, "control message dropped");
+        }
+    }
+}
+
+fn event_kind(ev: &punktfunk_core::input::InputEvent) -> &'static str {
+    use punktfunk_core::input::InputEvent as E;
+    match ev {
+        E::Key { .. } => "key",
+        E::MouseMove { .. } => "mouse-move",
+        E::MouseAbsolute { .. } => "mouse-abs",
+        E::MouseButton { .. } => "mouse-button",
+        E::Scroll { .. } => "scroll",
+        E::Gamepad(_) => "gamepad",
+        E::GamepadPresence { .. } => "gamepad-presence",
+        E::Touch { .. } => "touch",
+    }
+}
