@@ -517,6 +517,9 @@ impl VideoReassembler {
             return Reassembled::Dropped("bad lastPayloadLen");
         }
         let len = (total_data - 1) * c + last_len;
+        if len < 8 {
+            return Reassembled::Dropped("frame shorter than its header");
+        }
         Reassembled::Frame(ReceivedFrame {
             index,
             kind: bytes[3],
@@ -703,5 +706,14 @@ mod tests {
         dg[0] = 0x90;
         dg[28..32].copy_from_slice(&(1u32 << 12).to_le_bytes()); // D = 0
         assert!(matches!(rx.push(&dg), Reassembled::Dropped(_)));
+        // One shard whose lastPayloadLen says the frame ends inside its own 8-byte header
+        // (found by fuzzing).
+        dg[28..32].copy_from_slice(&(1u32 << 22).to_le_bytes()); // D = 1, no parity
+        dg[20] = 9;
+        dg[32..40].copy_from_slice(&[1, 0, 0, 2, 4, 0, 0, 0]);
+        assert_eq!(
+            rx.push(&dg),
+            Reassembled::Dropped("frame shorter than its header")
+        );
     }
 }

@@ -24,13 +24,21 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_punktfunk-host")
 }
 
-/// A base port whose HTTPS (−5) and HTTP ports are free now.
+/// A base port whose HTTP, HTTPS (−5), RTSP (+21) and streaming (+9..+11) ports are free now.
 fn free_base() -> u16 {
     for _ in 0..200 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let p = l.local_addr().unwrap().port();
         drop(l);
-        if p > 2000 && p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p - 5)).is_ok() {
+        let udp_free = |o: u16| std::net::UdpSocket::bind(("127.0.0.1", p + o)).is_ok();
+        if p > 2000
+            && p < 65000
+            && std::net::TcpListener::bind(("127.0.0.1", p - 5)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 21)).is_ok()
+            && udp_free(9)
+            && udp_free(10)
+            && udp_free(11)
+        {
             return p;
         }
     }
@@ -41,6 +49,8 @@ struct Host {
     child: Child,
     base: u16,
     dir: std::path::PathBuf,
+    /// The host's log lines (stderr, colour codes removed).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Host {
@@ -58,9 +68,17 @@ impl Host {
             .args(["--gamestream-port", &base.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let err = BufReader::new(child.stderr.take().unwrap());
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                l.lock().unwrap().push(strip_ansi(&line));
+            }
+        });
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
@@ -71,6 +89,29 @@ impl Host {
             child,
             base,
             dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// Waits up to `secs` for a log line containing every one of `parts`; returns it.
+    fn wait_log(&self, parts: &[&str], secs: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return l.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {parts:?}; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -133,6 +174,24 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A log line without terminal colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for c in it.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// GET over plain HTTP to the host's nvhttp port; returns the body.
@@ -242,6 +301,7 @@ fn pair(
             child: Command::new("true").spawn().unwrap(),
             base,
             dir: Default::default(),
+            log: Default::default(),
         };
         let r = h.http(&q1);
         std::mem::forget(h);
@@ -511,4 +571,623 @@ fn moonlight_finds_the_host_over_mdns() {
         "{}",
         info.get_fullname()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming: a client written here from the protocol notes runs RTSP, the ENet control stream,
+// and receives video and audio, as a stock Moonlight client does.
+
+use punktfunk_gamestream::audio::AudioReceiver;
+use punktfunk_gamestream::control::{self as ctl, ControlCipher};
+use punktfunk_gamestream::rtsp::{self as rtsp_proto, Origin};
+use punktfunk_gamestream::video::{Reassembled, VideoReassembler};
+use rusty_enet as enet;
+
+const KEY: [u8; 16] = [
+    0x10, 0x32, 0x54, 0x76, 0x98, 0xBA, 0xDC, 0xFE, 0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF,
+];
+const KEY_ID: i32 = -123_456_789;
+
+/// The client's side of encrypted RTSP.
+struct Rtsp {
+    port: u16,
+    seq: u32,
+    cseq: u32,
+    session: Option<String>,
+}
+
+struct RtspReply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl RtspReply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Rtsp {
+    fn new(base: u16) -> Rtsp {
+        Rtsp {
+            port: base + 21,
+            seq: 0,
+            cseq: 0,
+            session: None,
+        }
+    }
+
+    fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(bytes).unwrap();
+        read_all(&mut s)
+    }
+
+    fn request(&mut self, line: &str, extra: &[(&str, String)], body: &str) -> RtspReply {
+        self.cseq += 1;
+        let mut m = format!(
+            "{line} RTSP/1.0\r\nCSeq: {}\r\nX-GS-ClientVersion: 14\r\nHost: 0.0.0.0\r\n",
+            self.cseq
+        );
+        if let Some(s) = &self.session {
+            m += &format!("Session: {s}\r\n");
+        }
+        for (k, v) in extra {
+            m += &format!("{k}: {v}\r\n");
+        }
+        if !body.is_empty() {
+            m += &format!(
+                "Content-type: application/sdp\r\nContent-length: {}\r\n",
+                body.len()
+            );
+        }
+        m += "\r\n";
+        m += body;
+        self.seq += 1;
+        let raw = self.raw(&rtsp_proto::seal(
+            &KEY,
+            self.seq,
+            Origin::Client,
+            m.as_bytes(),
+        ));
+        let (plain, _, used) = rtsp_proto::open(&KEY, Origin::Host, &raw)
+            .expect("reply authenticates")
+            .expect("whole reply");
+        assert_eq!(used, raw.len(), "no trailing bytes after the envelope");
+        let text = String::from_utf8(plain).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("blank line");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        assert!(status_line.starts_with("RTSP/1.0 "), "{status_line}");
+        let status = status_line[9..12].parse().unwrap();
+        let headers = lines
+            .map(|l| {
+                // The client drops exactly one character after the colon: a space must be there.
+                let (k, v) = l.split_once(':').unwrap();
+                assert!(v.starts_with(' '), "{l}");
+                (k.to_string(), v[1..].to_string())
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            headers.iter().any(|(k, _)| k == "CSeq"),
+            "replies carry CSeq"
+        );
+        RtspReply {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+}
+
+fn announce_body(w: u32, h: u32, fps: u32, codec: u32, extra: &str) -> String {
+    let mut b =
+        String::from("v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n");
+    for (k, v) in [
+        ("x-ml-general.featureFlags", "3".to_string()),
+        ("x-ss-general.encryptionEnabled", "7".into()),
+        ("x-ss-video[0].chromaSamplingType", "0".into()),
+        ("x-nv-video[0].clientViewportWd", w.to_string()),
+        ("x-nv-video[0].clientViewportHt", h.to_string()),
+        ("x-nv-video[0].maxFPS", fps.to_string()),
+        ("x-nv-video[0].packetSize", "992".into()),
+        ("x-nv-video[0].rateControlMode", "4".into()),
+        ("x-nv-vqos[0].bw.maximumBitrateKbps", "2400".into()),
+        ("x-ml-video.configuredBitrateKbps", "3000".into()),
+        ("x-nv-general.featureFlags", "167".into()),
+        ("x-nv-general.useReliableUdp", "13".into()),
+        ("x-nv-vqos[0].fec.minRequiredFecPackets", "2".into()),
+        ("x-nv-video[0].videoEncoderSlicesPerFrame", "1".into()),
+        ("x-nv-vqos[0].bitStreamFormat", codec.to_string()),
+        ("x-nv-video[0].dynamicRangeMode", "0".into()),
+        ("x-nv-video[0].maxNumReferenceFrames", "1".into()),
+        ("x-nv-audio.surround.numChannels", "2".into()),
+        ("x-nv-audio.surround.channelMask", "3".into()),
+        ("x-nv-audio.surround.enable", "0".into()),
+        ("x-nv-audio.surround.AudioQuality", "0".into()),
+        ("x-nv-aqos.packetDuration", "5".into()),
+        ("x-nv-video[0].encoderCscMode", "0".into()),
+    ] {
+        b += &format!("a={k}:{v} \r\n");
+    }
+    b += extra;
+    b += "t=0 0\r\nm=video 47998  \r\n";
+    b
+}
+
+/// What a streaming run saw.
+#[derive(Debug, Default)]
+struct StreamRun {
+    frames: Vec<u32>,
+    idr_frames: u32,
+    idr_requests: u32,
+    stamps: Vec<u32>,
+    recovered_shards: usize,
+    audio_packets: u32,
+    left_440: f64,
+    left_660: f64,
+    right_660: f64,
+    termination: Option<u32>,
+}
+
+/// Runs the RTSP handshake, the control stream and receives `frames` video frames (or until
+/// the host terminates the stream), sending input meanwhile.
+fn stream(host: &Host, frames: usize, codec: u32) -> StreamRun {
+    use punktfunk_media::{read_stamp_luma, Codec, Decoder};
+    let mut r = Rtsp::new(host.base);
+    assert_eq!(
+        r.request(
+            &format!("OPTIONS rtsp://0.0.0.0:{}", host.base + 21),
+            &[],
+            ""
+        )
+        .status,
+        200
+    );
+    let d = r.request(
+        &format!("DESCRIBE rtsp://0.0.0.0:{}", host.base + 21),
+        &[("Accept", "application/sdp".into())],
+        "",
+    );
+    assert_eq!(d.status, 200);
+    assert!(
+        d.body.contains("x-ss-general.encryptionSupported:7"),
+        "{}",
+        d.body
+    );
+    assert!(
+        d.body.contains("x-ss-general.encryptionRequested:7"),
+        "{}",
+        d.body
+    );
+    assert!(d.body.contains("surround-params=21101"), "{}", d.body);
+    assert!(
+        !d.body.contains("refPicInvalidation"),
+        "no RFI without an encoder that can"
+    );
+
+    let transport = [(
+        "Transport",
+        "unicast;X-GS-ClientPort=50000-50001".to_string(),
+    )];
+    let a = r.request("SETUP streamid=audio/0/0", &transport, "");
+    assert_eq!(a.status, 200);
+    let session = a.header("Session").unwrap().to_string();
+    assert!(session.ends_with(";timeout = 90"), "{session}");
+    r.session = Some(session.split(';').next().unwrap().to_string());
+    let ping = a.header("X-SS-Ping-Payload").unwrap().to_string();
+    assert_eq!(ping.len(), 16);
+    let audio_port: u16 = a.header("Transport").unwrap()["server_port=".len()..]
+        .parse()
+        .unwrap();
+    let v = r.request("SETUP streamid=video/0/0", &transport, "");
+    assert_eq!(v.header("X-SS-Ping-Payload"), Some(ping.as_str()));
+    let video_port: u16 = v.header("Transport").unwrap()["server_port=".len()..]
+        .parse()
+        .unwrap();
+    let c = r.request("SETUP streamid=control/13/0", &transport, "");
+    let control_port: u16 = c.header("Transport").unwrap()["server_port=".len()..]
+        .parse()
+        .unwrap();
+    let connect_data: u32 = c.header("X-SS-Connect-Data").unwrap().parse().unwrap();
+    assert_eq!(
+        (video_port, control_port, audio_port),
+        (host.base + 9, host.base + 10, host.base + 11)
+    );
+    let an = r.request(
+        "ANNOUNCE streamid=control/13/0",
+        &[],
+        &announce_body(640, 360, 30, codec, ""),
+    );
+    assert_eq!(an.status, 200);
+    assert_eq!(r.request("PLAY /", &[], "").status, 200);
+
+    // Pings: the payload then a counter, every 500 ms, to video and audio.
+    let vsock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let asock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    vsock
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    asock.set_nonblocking(true).unwrap();
+    let ping_to = |s: &std::net::UdpSocket, port: u16, n: u32| {
+        let mut p = ping.as_bytes().to_vec();
+        p.extend_from_slice(&n.to_be_bytes());
+        s.send_to(&p, ("127.0.0.1", port)).unwrap();
+    };
+
+    // Control stream: ENet with the connect data, then the encrypted start-up messages.
+    let esock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut enet_host = enet::Host::new(
+        esock,
+        enet::HostSettings {
+            peer_limit: 1,
+            channel_limit: 0x30,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let peer = enet_host
+        .connect(([127, 0, 0, 1], control_port).into(), 0x30, connect_data)
+        .unwrap()
+        .id();
+    let mut cipher = ControlCipher::new(&KEY, Origin::Client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "ENet never connected");
+        match enet_host.service().unwrap().map(|e| e.no_ref()) {
+            Some(enet::EventNoRef::Connect { .. }) => break,
+            Some(other) => panic!("unexpected ENet event {other:?}"),
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    let mut send = |h: &mut enet::Host<std::net::UdpSocket>, ch: u8, kind: u16, p: &[u8]| {
+        let pkt = cipher.seal(kind, p);
+        h.peer_mut(peer)
+            .send(ch, &enet::Packet::reliable(pkt.as_slice()))
+            .unwrap();
+    };
+    send(&mut enet_host, 0, ctl::kind::REQUEST_IDR, &[0, 0]);
+    send(&mut enet_host, 0, ctl::kind::START_B, &[0]);
+    let input = |magic: u32, body: &[u8]| {
+        let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        p.extend_from_slice(&magic.to_le_bytes());
+        p.extend_from_slice(body);
+        p
+    };
+
+    let host_cipher = ControlCipher::new(&KEY, Origin::Client);
+    let mut video = VideoReassembler::new(992, Some(&KEY));
+    let mut audio = AudioReceiver::new(Some(KEY), KEY_ID as u32, 5);
+    let mut opus = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
+    let mut pcm = Vec::new();
+    let mut decoder = Decoder::new(if codec == 1 { Codec::HEVC } else { Codec::H264 }).unwrap();
+    let mut run = StreamRun::default();
+    let mut buf = vec![0u8; 4096];
+    let mut tick = 0u32;
+    let mut last_ping = std::time::Instant::now() - Duration::from_secs(1);
+    let mut awaiting_idr = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while run.frames.len() < frames && run.termination.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stream stalled: {run:?}"
+        );
+        if last_ping.elapsed() >= Duration::from_millis(100) {
+            last_ping = std::time::Instant::now();
+            tick += 1;
+            if tick % 5 == 1 {
+                ping_to(&vsock, video_port, tick);
+                ping_to(&asock, audio_port, tick);
+            }
+            send(
+                &mut enet_host,
+                0,
+                ctl::kind::PING,
+                &[4, 0, 0, 0, 0, 0, 0, 0],
+            );
+            // Input: a relative mouse move every tick, a key press, a gamepad state.
+            send(
+                &mut enet_host,
+                3,
+                ctl::kind::INPUT,
+                &input(0x07, &[0, 3, 0xFF, 0xFE]),
+            );
+            if tick % 10 == 0 {
+                send(
+                    &mut enet_host,
+                    2,
+                    ctl::kind::INPUT,
+                    &input(0x03, &[0, 0x41, 0x80, 0, 0, 0]),
+                );
+                send(
+                    &mut enet_host,
+                    2,
+                    ctl::kind::INPUT,
+                    &input(0x04, &[0, 0x41, 0x80, 0, 0, 0]),
+                );
+                let mut pad = vec![0x1A, 0, 0, 0, 1, 0, 0x14, 0, 0x00, 0x10, 0, 0];
+                pad.extend_from_slice(&[0; 8]);
+                pad.extend_from_slice(&[0x9C, 0, 0, 0, 0x55, 0]);
+                send(&mut enet_host, 0x10, ctl::kind::INPUT, &input(0x0C, &pad));
+            }
+        }
+        while let Some(ev) = enet_host.service().unwrap().map(|e| e.no_ref()) {
+            match ev {
+                enet::EventNoRef::Receive { packet, .. } => {
+                    let m = host_cipher_open(&host_cipher, packet.data());
+                    if m.kind == ctl::kind::TERMINATION {
+                        run.termination =
+                            Some(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+                    }
+                }
+                enet::EventNoRef::Disconnect { .. } => {
+                    run.termination.get_or_insert(0);
+                }
+                enet::EventNoRef::Connect { .. } => {}
+            }
+        }
+        while let Ok((n, _)) = asock.recv_from(&mut buf) {
+            for p in audio.push(&buf[..n]) {
+                run.audio_packets += 1;
+                let mut out = vec![0i16; 48 * 5 * 2];
+                let k = opus.decode(&p.opus, &mut out, false).unwrap();
+                pcm.extend_from_slice(&out[..k * 2]);
+            }
+        }
+        let Ok((n, _)) = vsock.recv_from(&mut buf) else {
+            continue;
+        };
+        if let Reassembled::Frame(f) = video.push(&buf[..n]) {
+            if run.frames.is_empty() {
+                assert_eq!((f.index, f.kind), (1, 2), "the first frame is IDR frame 1");
+            }
+            run.idr_frames += u32::from(f.kind == 2);
+            run.recovered_shards += f.recovered;
+            // A gap means a frame FEC could not rebuild: like Moonlight, ask for an IDR and
+            // decode nothing until it arrives (later frames reference the lost one).
+            if run.frames.last().is_some_and(|l| f.index != l + 1) {
+                awaiting_idr = true;
+                run.idr_requests += 1;
+                send(&mut enet_host, 1, ctl::kind::REQUEST_IDR, &[0, 0]);
+            }
+            run.frames.push(f.index);
+            if awaiting_idr && f.kind != 2 {
+                continue;
+            }
+            awaiting_idr = false;
+            for pic in decoder.decode(&f.data).unwrap() {
+                let s = read_stamp_luma(&pic.y, pic.y_stride, pic.width, pic.height)
+                    .expect("every picture carries a readable stamp");
+                run.stamps.push(s.frame);
+            }
+        }
+    }
+    // The client stops: a graceful ENet disconnect.
+    enet_host.peer_mut(peer).disconnect(0);
+    for _ in 0..50 {
+        let _ = enet_host.service();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ch = |c: usize, f: f64| punktfunk_host::audio::tone_strength(&pcm, 2, c, f);
+    run.left_440 = ch(0, 440.0);
+    run.left_660 = ch(0, 660.0);
+    run.right_660 = ch(1, 660.0);
+    run
+}
+
+fn host_cipher_open(c: &ControlCipher, p: &[u8]) -> ctl::Message {
+    c.open(p).expect("host control messages authenticate")
+}
+
+fn launch(host: &Host, me: &Identity, resume: bool) {
+    let what = if resume { "resume" } else { "launch" };
+    let (_, b) = host.https(
+        me,
+        &format!(
+            "/{what}?{Q}&appid=1&mode=640x360x30&rikey={}&rikeyid={KEY_ID}&localAudioPlayMode=0&surroundAudioInfo=196610&corever=1",
+            punktfunk_gamestream::hex_encode(&KEY)
+        ),
+    );
+    let b = String::from_utf8(b).unwrap();
+    assert_eq!(
+        text_of(&b, "sessionUrl0"),
+        Some(format!("rtspenc://127.0.0.1:{}", host.base + 21).as_str()),
+        "{b}"
+    );
+}
+
+#[test]
+fn a_session_streams_video_audio_and_takes_input_then_resumes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (me, _) = clients();
+    let host = Host::start(dir.path());
+    let r4 = pair(&host, me, "4321", "4321", true).unwrap();
+    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+    launch(&host, me, false);
+    let run = stream(&host, 60, 0);
+    assert_eq!(run.termination, None);
+    assert_eq!(
+        run.frames,
+        (1..=60).collect::<Vec<_>>(),
+        "consecutive frames"
+    );
+    // The stamps count the source's frames: consecutive too (the encoder dropped none).
+    assert!(
+        run.stamps.windows(2).all(|w| w[1] == w[0] + 1),
+        "{:?}",
+        run.stamps
+    );
+    assert!(run.audio_packets > 200, "{run:?}");
+    assert!(
+        run.left_440 > 2000.0 && run.left_660 < run.left_440 / 10.0,
+        "{run:?}"
+    );
+    assert!(run.right_660 > 2000.0, "{run:?}");
+    let end = host.wait_log(&["GameStream session ended", "client disconnected"], 10);
+    for part in [
+        "key=",
+        "mouse-move=",
+        "gamepad=",
+        "input_dropped=0",
+        "control_dropped=0",
+    ] {
+        assert!(end.contains(part), "{part} in {end}");
+    }
+    // The app keeps running: /resume starts a new session with the same flow.
+    launch(&host, me, true);
+    let again = stream(&host, 20, 0);
+    assert_eq!(again.frames, (1..=20).collect::<Vec<_>>());
+}
+
+#[test]
+fn video_survives_five_percent_loss_through_fec() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (me, _) = clients();
+    let host = Host::start_with(
+        dir.path(),
+        &["--no-mdns", "--gamestream-drop-video", "0.05"],
+    );
+    pair(&host, me, "1357", "1357", true).unwrap();
+    launch(&host, me, false);
+    let run = stream(&host, 150, 0);
+    // Frames that FEC could not rebuild are missing from the sequence; at 5 % loss and 20 %
+    // parity (at least 2 shards per block) that is rare.
+    let delivered = run.frames.len() as f64 / f64::from(*run.frames.last().unwrap());
+    assert!(delivered >= 0.95, "{delivered} {run:?}");
+    assert!(run.recovered_shards > 10, "FEC rebuilt shards: {run:?}");
+    // Every picture decoded shows its own frame: stamps only ever move forward.
+    assert!(
+        run.stamps.windows(2).all(|w| w[1] > w[0]),
+        "{:?}",
+        run.stamps
+    );
+    if run.idr_requests > 0 {
+        assert!(run.idr_frames >= 2, "an IDR answered the request: {run:?}");
+    }
+    host.wait_log(&["video: dropping datagrams on purpose"], 1);
+}
+
+#[test]
+fn the_host_ends_the_stream_when_the_app_exits() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("apps.toml"),
+        "[[app]]\nid = 1\ntitle = \"Short game\"\ncommand = [\"sleep\", \"3\"]\n",
+    )
+    .unwrap();
+    let (me, _) = clients();
+    let host = Host::start(dir.path());
+    pair(&host, me, "2468", "2468", true).unwrap();
+    launch(&host, me, false);
+    let run = stream(&host, 100_000, 0);
+    assert_eq!(run.termination, Some(ctl::TERMINATION_GRACEFUL), "{run:?}");
+    assert!(!run.frames.is_empty());
+    host.wait_log(&["GameStream session terminated by the host"], 5);
+}
+
+#[test]
+fn rtsp_refuses_plaintext_bad_requests_and_impossible_streams() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (me, _) = clients();
+    let host = Host::start(dir.path());
+    pair(&host, me, "1111", "1111", true).unwrap();
+    let mut r = Rtsp::new(host.base);
+    // Without a launch there is nothing to set up.
+    let raw = r.raw(b"OPTIONS rtsp://0.0.0.0 RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+    assert!(
+        String::from_utf8_lossy(&raw).starts_with("RTSP/1.0 503"),
+        "{raw:?}"
+    );
+    launch(&host, me, false);
+    // The launch asked for encrypted RTSP: plaintext is refused.
+    let raw = r.raw(b"OPTIONS rtsp://0.0.0.0 RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+    assert!(
+        String::from_utf8_lossy(&raw).starts_with("RTSP/1.0 400"),
+        "{raw:?}"
+    );
+    // A sealed message under another key does not authenticate: the connection just closes.
+    let forged = rtsp_proto::seal(
+        &[0; 16],
+        1,
+        Origin::Client,
+        b"OPTIONS x RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+    );
+    assert!(r.raw(&forged).is_empty());
+    // Garbage inside a valid envelope is a 400.
+    r.seq += 1;
+    let raw = r.raw(&rtsp_proto::seal(
+        &KEY,
+        r.seq,
+        Origin::Client,
+        b"GET / HTTP/1.1\r\n\r\n",
+    ));
+    let (plain, _, _) = rtsp_proto::open(&KEY, Origin::Host, &raw).unwrap().unwrap();
+    assert!(plain.starts_with(b"RTSP/1.0 400"));
+    // ANNOUNCE before SETUP, then requests the host cannot serve.
+    let body = announce_body(640, 360, 30, 0, "");
+    assert_eq!(
+        r.request("ANNOUNCE streamid=control/13/0", &[], &body)
+            .status,
+        400
+    );
+    let transport = [(
+        "Transport",
+        "unicast;X-GS-ClientPort=50000-50001".to_string(),
+    )];
+    assert_eq!(
+        r.request("SETUP streamid=audio/0/0", &transport, "").status,
+        200
+    );
+    assert_eq!(
+        r.request("SETUP streamid=bogus/0/0", &transport, "").status,
+        404
+    );
+    // An ENet peer with the wrong connect data is disconnected at once.
+    let c = r.request("SETUP streamid=control/13/0", &transport, "");
+    let data: u32 = c.header("X-SS-Connect-Data").unwrap().parse().unwrap();
+    let mut h = enet::Host::new(
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        enet::HostSettings::default(),
+    )
+    .unwrap();
+    h.connect(([127, 0, 0, 1], host.base + 10).into(), 0x30, data ^ 1)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "never disconnected");
+        match h.service().unwrap().map(|e| e.no_ref()) {
+            Some(enet::EventNoRef::Disconnect { .. }) => break,
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    host.wait_log(&["ENet connection without a matching session refused"], 5);
+    let hdr = announce_body(640, 360, 30, 0, "a=x-nv-video[0].dynamicRangeMode:1 \r\n");
+    assert_eq!(
+        r.request("ANNOUNCE streamid=control/13/0", &[], &hdr)
+            .status,
+        400
+    );
+    host.wait_log(&["stream request refused", "10-bit"], 5);
+    let odd = announce_body(641, 360, 30, 0, "");
+    assert_eq!(
+        r.request("ANNOUNCE streamid=control/13/0", &[], &odd)
+            .status,
+        400
+    );
+    let missing = body.replace("a=x-nv-video[0].maxFPS:30 \r\n", "");
+    assert_eq!(
+        r.request("ANNOUNCE streamid=control/13/0", &[], &missing)
+            .status,
+        400
+    );
+    assert_eq!(r.request("TEARDOWN /", &[], "").status, 501);
 }
