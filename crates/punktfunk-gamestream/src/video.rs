@@ -160,9 +160,21 @@ impl VideoPacketizer {
         info: FrameInfo,
         out: &mut Vec<u8>,
     ) -> Result<FrameShape, VideoError> {
+        self.packetize_parts(&[bitstream], info, out)
+    }
+
+    /// [`Self::packetize`] for a bitstream given as consecutive parts (e.g. the parameter sets
+    /// kept by [`strip_leading_sei`] and the rest of the frame), without joining them first.
+    pub fn packetize_parts(
+        &mut self,
+        parts: &[&[u8]],
+        info: FrameInfo,
+        out: &mut Vec<u8>,
+    ) -> Result<FrameShape, VideoError> {
         let b = self.shard_len();
         let c = self.packet_size - 16;
-        let total = 8 + bitstream.len();
+        let bitstream_len: usize = parts.iter().map(|p| p.len()).sum();
+        let total = 8 + bitstream_len;
         let chunks = total.div_ceil(c);
         let insert_len = SHARD_HEADER * chunks + total;
         let mut f = self.fec_percent as usize;
@@ -183,7 +195,7 @@ impl VideoPacketizer {
                 (block_bytes / b).min(left)
             };
             if d == 0 || d > MAX_BLOCK_SHARDS {
-                return Err(VideoError::FrameTooLarge(bitstream.len()));
+                return Err(VideoError::FrameTooLarge(bitstream_len));
             }
             data.push(d);
             left -= d;
@@ -242,7 +254,7 @@ impl VideoPacketizer {
                 let from = chunk * c;
                 let n = c.min(total - from);
                 let payload = &mut s[SHARD_HEADER..SHARD_HEADER + n];
-                copy_stream(&fh, bitstream, from, payload);
+                copy_stream(&fh, parts, from, payload);
                 chunk += 1;
             }
             if p > 0 {
@@ -291,17 +303,86 @@ impl VideoPacketizer {
     }
 }
 
-/// Copies `dst.len()` bytes of `fh ‖ bitstream` starting at `from`.
-fn copy_stream(fh: &[u8; 8], bitstream: &[u8], from: usize, dst: &mut [u8]) {
+/// Copies `dst.len()` bytes of `fh ‖ parts…` starting at `from`.
+fn copy_stream(fh: &[u8; 8], parts: &[&[u8]], from: usize, dst: &mut [u8]) {
     let mut w = 0;
-    if from < 8 {
-        let n = (8 - from).min(dst.len());
-        dst[..n].copy_from_slice(&fh[from..from + n]);
-        w = n;
+    let mut pos = from;
+    for seg in std::iter::once(&fh[..]).chain(parts.iter().copied()) {
+        if w == dst.len() {
+            break;
+        }
+        if pos >= seg.len() {
+            pos -= seg.len();
+            continue;
+        }
+        let n = (seg.len() - pos).min(dst.len() - w);
+        dst[w..w + n].copy_from_slice(&seg[pos..pos + n]);
+        w += n;
+        pos = 0;
     }
-    let bs_from = from + w - 8;
-    let n = dst.len() - w;
-    dst[w..].copy_from_slice(&bitstream[bs_from..bs_from + n]);
+}
+
+/// Splits the NAL units before the first picture slice of an Annex-B access unit into those
+/// worth sending (parameter sets) and those that are not (SEI, access unit delimiters).
+///
+/// Returns the kept leading NAL units (start codes included) and the offset where the first
+/// slice begins; the frame to send is `kept ‖ &data[offset..]`. Moonlight clients drop leading
+/// SEI and AUD units anyway, and they look for the IDR slice in the first packet of a keyframe:
+/// an encoder's long version SEI (x264, x265 write one on the first frame) between the
+/// parameter sets and the slice would push the slice into the second packet, and the client
+/// would never see a keyframe. Only the prefix is scanned, so the cost does not grow with the
+/// frame. A bitstream without a start code is returned as it is.
+pub fn strip_leading_sei(hevc: bool, data: &[u8]) -> (Vec<u8>, usize) {
+    let mut kept = Vec::new();
+    let mut i = 0;
+    // Start of the next NAL unit's start code at or after `from`.
+    let next_start = |from: usize| -> Option<usize> {
+        let mut k = from;
+        while k + 3 <= data.len() {
+            if data[k] == 0 && data[k + 1] == 0 && data[k + 2] == 1 {
+                // Include a leading zero of a 4-byte start code.
+                return Some(if k > from && data[k - 1] == 0 {
+                    k - 1
+                } else {
+                    k
+                });
+            }
+            k += 1;
+        }
+        None
+    };
+    let Some(first) = next_start(0) else {
+        return (kept, 0);
+    };
+    if first != 0 {
+        return (kept, 0);
+    }
+    while i < data.len() {
+        let sc = if data[i..].starts_with(&[0, 0, 0, 1]) {
+            4
+        } else {
+            3
+        };
+        let Some(&header) = data.get(i + sc) else {
+            break;
+        };
+        let (vcl, drop) = if hevc {
+            let t = (header >> 1) & 0x3F;
+            (t < 32, matches!(t, 35 | 39 | 40))
+        } else {
+            let t = header & 0x1F;
+            ((1..=5).contains(&t), matches!(t, 6 | 9))
+        };
+        if vcl {
+            return (kept, i);
+        }
+        let end = next_start(i + sc).unwrap_or(data.len());
+        if !drop {
+            kept.extend_from_slice(&data[i..end]);
+        }
+        i = end;
+    }
+    (kept, data.len())
 }
 
 /// A frame rebuilt by the [`VideoReassembler`].
@@ -606,6 +687,57 @@ mod tests {
         pk.packetize(&[9; 10], info(2), &mut out).unwrap();
         assert_eq!(&out[2..4], &4u16.to_be_bytes());
         assert_eq!(&out[16..20], &(4u32 << 8).to_le_bytes());
+    }
+
+    #[test]
+    fn leading_sei_and_aud_are_dropped_parameter_sets_kept() {
+        // H.264: AUD, SPS, PPS, SEI, SEI, IDR slice, second slice.
+        let h264 = [
+            &[0, 0, 0, 1, 0x09, 0xF0][..],
+            &[0, 0, 0, 1, 0x67, 1, 2, 3],
+            &[0, 0, 1, 0x68, 4, 5],
+            &[0, 0, 1, 0x06, 0xAA, 0xBB, 0xCC],
+            &[0, 0, 0, 1, 0x06, 0xDD],
+            &[0, 0, 0, 1, 0x65, 9, 9, 0, 0, 1, 0x65, 8],
+        ]
+        .concat();
+        let (kept, at) = strip_leading_sei(false, &h264);
+        assert_eq!(
+            kept,
+            [&[0, 0, 0, 1, 0x67, 1, 2, 3][..], &[0, 0, 1, 0x68, 4, 5]].concat()
+        );
+        assert_eq!(&h264[at..], &[0, 0, 0, 1, 0x65, 9, 9, 0, 0, 1, 0x65, 8]);
+        // HEVC: VPS (32), SPS (33), PPS (34), prefix SEI (39), IDR_N_LP (20).
+        let hevc = [
+            &[0, 0, 0, 1, 0x40, 0x01, 7][..],
+            &[0, 0, 0, 1, 0x42, 0x01, 7],
+            &[0, 0, 0, 1, 0x44, 0x01, 7],
+            &[0, 0, 0, 1, 0x4E, 0x01, 0xFF, 0xFF],
+            &[0, 0, 0, 1, 0x28, 0x01, 5, 5],
+        ]
+        .concat();
+        let (kept, at) = strip_leading_sei(true, &hevc);
+        assert_eq!(kept, hevc[..21]);
+        assert_eq!(&hevc[at..], &[0, 0, 0, 1, 0x28, 0x01, 5, 5]);
+        // A P-frame without a prefix passes untouched; so does a stream without start codes.
+        let p = [0, 0, 0, 1, 0x41, 1, 2];
+        assert_eq!(strip_leading_sei(false, &p), (vec![], 0));
+        assert_eq!(strip_leading_sei(false, &[1, 2, 3]), (vec![], 0));
+        assert_eq!(strip_leading_sei(true, &[]), (vec![], 0));
+        // Sent as parts, the frame arrives as kept ‖ rest.
+        let mut pk = VideoPacketizer::new(64, 20, 2, None).unwrap();
+        let mut rx = VideoReassembler::new(64, None);
+        let (kept, at) = strip_leading_sei(true, &hevc);
+        let mut out = Vec::new();
+        pk.packetize_parts(&[&kept, &hevc[at..]], info(1), &mut out)
+            .unwrap();
+        let mut got = None;
+        for dg in out.chunks(pk.datagram_len()) {
+            if let Reassembled::Frame(f) = rx.push(dg) {
+                got = Some(f.data);
+            }
+        }
+        assert_eq!(got.unwrap(), [&kept[..], &hevc[at..]].concat());
     }
 
     #[test]

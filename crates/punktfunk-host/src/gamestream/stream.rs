@@ -25,7 +25,7 @@ use punktfunk_gamestream::control::{self as ctl, ClientMessage, ControlCipher};
 use punktfunk_gamestream::input::{self, Input};
 use punktfunk_gamestream::plan::{SessionPlan, VideoCodec};
 use punktfunk_gamestream::rtsp::Origin;
-use punktfunk_gamestream::video::{frame_type, FrameInfo, VideoPacketizer};
+use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
 use punktfunk_net::UdpSocket;
 use rusty_enet as enet;
 use std::collections::BTreeMap;
@@ -433,7 +433,7 @@ fn video_loop(
     let mut index: u32 = 0;
     let dlen = pk.datagram_len();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut kept = Vec::new();
+    let mut survivors = Vec::new();
     while !s.ended() {
         let f = match frames.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => f,
@@ -467,23 +467,29 @@ fn video_loop(
             host_latency: (now_us.saturating_sub(f.capture_us) / 100).min(u64::from(u16::MAX))
                 as u16,
         };
-        if let Err(e) = pk.packetize(&f.data, info, &mut out) {
+        // Leading SEI/AUD units go: the client wants the IDR slice in a keyframe's first packet.
+        let (params, at) = match s.plan.codec {
+            VideoCodec::H264 => strip_leading_sei(false, &f.data),
+            VideoCodec::Hevc => strip_leading_sei(true, &f.data),
+            VideoCodec::Av1 => (Vec::new(), 0),
+        };
+        if let Err(e) = pk.packetize_parts(&[&params, &f.data[at..]], info, &mut out) {
             tracing::warn!(frame = index, error = %e, "frame not sent");
             s.keyframe();
             continue;
         }
         let mut payload: &[u8] = &out;
         if host.drop_fraction > 0.0 {
-            kept.clear();
+            survivors.clear();
             for dg in out.chunks(dlen) {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
                 if (rng >> 11) as f64 / (1u64 << 53) as f64 >= host.drop_fraction {
-                    kept.extend_from_slice(dg);
+                    survivors.extend_from_slice(dg);
                 }
             }
-            payload = &kept;
+            payload = &survivors;
         }
         let count = out.len() / dlen;
         let mut sent_cpu = thread_cpu_us().saturating_sub(cpu);
