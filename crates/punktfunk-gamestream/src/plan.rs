@@ -41,6 +41,10 @@ pub struct SessionPlan {
     pub bitrate_kbps: u32,
     /// Slices per frame.
     pub slices: u32,
+    /// BT.709 rather than BT.601 (SDR).
+    pub bt709: bool,
+    /// Full range rather than limited.
+    pub full_range: bool,
     /// Video packet size (NV header + payload per datagram) as announced.
     pub packet_size: u32,
     /// FEC percentage for video blocks.
@@ -263,12 +267,25 @@ impl SessionPlan {
                 cfg.max_ref_frames.to_string()
             }
         ));
-        if cfg.csc_mode != 0 {
-            why.push(format!(
-                "colour: client asked encoderCscMode {} but the host encodes Rec.601 limited and signals that in the bitstream",
-                cfg.csc_mode
-            ));
-        }
+        // encoderCscMode = (colour space << 1) | full range; 0 = Rec.601, 1 = Rec.709, 2 = Rec.2020
+        // (an HDR space: an SDR stream gets Rec.709 instead).
+        let full_range = cfg.csc_mode & 1 != 0;
+        let bt709 = match cfg.csc_mode >> 1 {
+            0 => false,
+            1 => true,
+            n => {
+                why.push(format!(
+                    "colour space {n} asked for an SDR stream; Rec.709 used instead"
+                ));
+                true
+            }
+        };
+        why.push(format!(
+            "colour: Rec.{} {} range (encoderCscMode {})",
+            if bt709 { "709" } else { "601" },
+            if full_range { "full" } else { "limited" },
+            cfg.csc_mode
+        ));
         Ok(SessionPlan {
             codec,
             width: cfg.width,
@@ -276,6 +293,8 @@ impl SessionPlan {
             fps: cfg.fps,
             bitrate_kbps,
             slices,
+            bt709,
+            full_range,
             packet_size: cfg.packet_size,
             fec_percent,
             min_parity,
@@ -346,6 +365,11 @@ mod tests {
             (VideoCodec::Hevc, 8000, true)
         );
         assert_eq!(p.audio_bitrate, 512_000);
+        assert!(!p.bt709 && !p.full_range);
+        c.csc_mode = 3;
+        let p = SessionPlan::resolve(&c, &HOST, true).unwrap();
+        assert!(p.bt709 && p.full_range);
+        assert!(p.reasons.iter().any(|r| r.contains("Rec.709 full")));
     }
 
     #[test]

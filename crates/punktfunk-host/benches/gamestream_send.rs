@@ -59,6 +59,7 @@ fn main() {
         bitrate_kbps: 20_000,
         prefer_hardware: false,
         slices: 1,
+        colour: Default::default(),
     })
     .expect("x264");
     let mut pattern = TestPattern::new(w, h);

@@ -101,6 +101,8 @@ pub struct EncodeSettings {
     pub prefer_hardware: bool,
     /// Slices per frame.
     pub slices: u32,
+    /// Colour matrix and range.
+    pub colour: punktfunk_media::Colour,
     /// The host clock's zero (capture times are µs since it).
     pub epoch: Instant,
 }
@@ -196,12 +198,14 @@ impl Source {
             bitrate_kbps,
             prefer_hardware: settings.prefer_hardware,
             slices: settings.slices,
+            colour: settings.colour,
         };
         let encoder = open_encoder(&cfg).map_err(|e| e.to_string())?;
         tracing::info!(encoder = encoder.name(), %mode, bitrate_kbps, source = "testpattern", "video pipeline configured");
         Ok(Source {
             pattern: TestPattern::new(mode.width, mode.height),
-            convert: Converter::new(mode.width, mode.height).map_err(|e| e.to_string())?,
+            convert: Converter::with_colour(mode.width, mode.height, settings.colour)
+                .map_err(|e| e.to_string())?,
             encoder,
             bgra: BgraFrame {
                 width: mode.width,
@@ -231,6 +235,7 @@ impl Pipeline {
             codec: cfg.welcome.codec,
             prefer_hardware: cfg.prefer_hardware,
             slices: 1,
+            colour: punktfunk_media::Colour::default(),
             epoch: cfg.epoch,
         };
         let (enc, frames) = EncodeThread::start(

@@ -89,6 +89,7 @@ pub fn probe_codec_modes(prefer_hardware: bool) -> u32 {
             bitrate_kbps: 1000,
             prefer_hardware,
             slices: 1,
+            colour: Default::default(),
         };
         match punktfunk_media::open_encoder(&cfg) {
             Ok(e) => {

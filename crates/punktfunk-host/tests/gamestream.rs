@@ -738,6 +738,12 @@ struct StreamRun {
 /// Runs the RTSP handshake, the control stream and receives `frames` video frames (or until
 /// the host terminates the stream), sending input meanwhile.
 fn stream(host: &Host, frames: usize, codec: u32) -> StreamRun {
+    stream_with(host, frames, codec, true)
+}
+
+/// [`stream`]; with `chatty == false` the client sends nothing on the control stream after
+/// start-up (ENet itself stays alive).
+fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRun {
     use punktfunk_media::{read_stamp_luma, Codec, Decoder};
     let mut r = Rtsp::new(host.base);
     assert_eq!(
@@ -883,6 +889,9 @@ fn stream(host: &Host, frames: usize, codec: u32) -> StreamRun {
             if tick % 5 == 1 {
                 ping_to(&vsock, video_port, tick);
                 ping_to(&asock, audio_port, tick);
+            }
+            if !chatty {
+                continue;
             }
             send(
                 &mut enet_host,
@@ -1039,10 +1048,11 @@ fn a_session_streams_video_audio_and_takes_input_then_resumes() {
     ] {
         assert!(end.contains(part), "{part} in {end}");
     }
-    // The app keeps running: /resume starts a new session with the same flow.
+    // The app keeps running: /resume starts a new session, here with HEVC.
     launch(&host, me, true);
-    let again = stream(&host, 20, 0);
+    let again = stream(&host, 20, 1);
     assert_eq!(again.frames, (1..=20).collect::<Vec<_>>());
+    assert!(again.stamps.windows(2).all(|w| w[1] == w[0] + 1));
 }
 
 #[test]
@@ -1091,6 +1101,28 @@ fn the_host_ends_the_stream_when_the_app_exits() {
     assert_eq!(run.termination, Some(ctl::TERMINATION_GRACEFUL), "{run:?}");
     assert!(!run.frames.is_empty());
     host.wait_log(&["GameStream session terminated by the host"], 5);
+}
+
+#[test]
+fn a_silent_client_is_dropped_after_ten_seconds_and_can_resume() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (me, _) = clients();
+    let host = Host::start(dir.path());
+    pair(&host, me, "8642", "8642", true).unwrap();
+    launch(&host, me, false);
+    let t = std::time::Instant::now();
+    let run = stream_with(&host, 100_000, 0, false);
+    assert_eq!(run.termination, Some(ctl::TERMINATION_GRACEFUL), "{run:?}");
+    assert!(t.elapsed() >= Duration::from_secs(9), "{:?}", t.elapsed());
+    host.wait_log(
+        &["GameStream session ended", "no control traffic for 10 s"],
+        5,
+    );
+    // The app still runs: the client resumes it.
+    launch(&host, me, true);
+    let again = stream(&host, 10, 0);
+    assert_eq!(again.frames, (1..=10).collect::<Vec<_>>());
 }
 
 #[test]

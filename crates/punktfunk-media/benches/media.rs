@@ -54,6 +54,7 @@ fn stages(c: &mut Criterion) {
             bitrate_kbps: kbps,
             prefer_hardware: false,
             slices: 1,
+            colour: Default::default(),
         };
         let mut enc = open_encoder(&cfg).unwrap();
         let mut n = 0usize;

@@ -1,26 +1,83 @@
-//! Colour conversion BGRx → I420 with `dcv-color-primitives` (SIMD, AVX2 where available):
-//! BT.601, limited range (16–235), what the encoders are configured to signal.
+//! Colour conversion BGRx → I420 with `dcv-color-primitives` (SIMD, AVX2 where available), in
+//! the matrix and range of a [`Colour`] (BT.601 limited range by default), which the encoders
+//! are configured to signal in the bitstream.
 
 use crate::frame::{BgraFrame, YuvFrame};
 use crate::MediaError;
 use dcv_color_primitives as dcp;
+
+/// Colour matrix and range of the YUV frames (SDR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Colour {
+    /// BT.601, limited range (16–235).
+    #[default]
+    Bt601Limited,
+    /// BT.601, full range (0–255).
+    Bt601Full,
+    /// BT.709, limited range.
+    Bt709Limited,
+    /// BT.709, full range.
+    Bt709Full,
+}
+
+impl Colour {
+    /// BT.709 rather than BT.601.
+    pub fn is_bt709(self) -> bool {
+        matches!(self, Colour::Bt709Limited | Colour::Bt709Full)
+    }
+
+    /// Full range rather than limited.
+    pub fn is_full_range(self) -> bool {
+        matches!(self, Colour::Bt601Full | Colour::Bt709Full)
+    }
+
+    fn dcp(self) -> dcp::ColorSpace {
+        match self {
+            Colour::Bt601Limited => dcp::ColorSpace::Bt601,
+            Colour::Bt601Full => dcp::ColorSpace::Bt601FR,
+            Colour::Bt709Limited => dcp::ColorSpace::Bt709,
+            Colour::Bt709Full => dcp::ColorSpace::Bt709FR,
+        }
+    }
+}
+
+impl std::fmt::Display for Colour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Colour::Bt601Limited => "BT.601 limited",
+            Colour::Bt601Full => "BT.601 full",
+            Colour::Bt709Limited => "BT.709 limited",
+            Colour::Bt709Full => "BT.709 full",
+        })
+    }
+}
 
 /// A converter for one frame size.
 #[derive(Debug)]
 pub struct Converter {
     width: u32,
     height: u32,
+    colour: Colour,
 }
 
 impl Converter {
-    /// A converter for `width × height` (both even, non-zero).
+    /// A BT.601 limited-range converter for `width × height` (both even, non-zero).
     pub fn new(width: u32, height: u32) -> Result<Converter, MediaError> {
+        Converter::with_colour(width, height, Colour::default())
+    }
+
+    /// A converter producing `colour`.
+    pub fn with_colour(width: u32, height: u32, colour: Colour) -> Result<Converter, MediaError> {
         if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
             return Err(MediaError::Geometry(format!(
                 "{width}x{height}: sizes must be even and non-zero"
             )));
         }
-        Ok(Converter { width, height })
+        Ok(Converter {
+            width,
+            height,
+            colour,
+        })
     }
 
     /// Converts `src` into `dst` (resized as needed).
@@ -48,7 +105,7 @@ impl Converter {
         };
         let dst_format = dcp::ImageFormat {
             pixel_format: dcp::PixelFormat::I420,
-            color_space: dcp::ColorSpace::Bt601,
+            color_space: self.colour.dcp(),
             num_planes: 3,
         };
         let (l, c) = (dst.luma_len(), dst.chroma_len());
@@ -97,6 +154,26 @@ mod tests {
             }
         }
         assert!(Converter::new(15, 16).is_err());
+        // Full range: black is 0 and white 255; BT.709 weights green more than BT.601.
+        let mut full = Converter::with_colour(16, 16, Colour::Bt709Full).unwrap();
+        for (bgr, want_y) in [
+            ([0u8, 0, 0], 0u8),
+            ([255, 255, 255], 255),
+            ([0, 255, 0], 182),
+        ] {
+            let src = BgraFrame {
+                width: 16,
+                height: 16,
+                data: [bgr[0], bgr[1], bgr[2], 255].repeat(256),
+            };
+            let mut dst = YuvFrame::default();
+            full.convert(&src, &mut dst).unwrap();
+            let y = dst.y()[0];
+            assert!(
+                (y as i32 - want_y as i32).abs() <= 2,
+                "{bgr:?}: Y {y}, want {want_y}"
+            );
+        }
         let bad = BgraFrame {
             width: 8,
             height: 8,

@@ -35,6 +35,8 @@ pub struct EncoderConfig {
     pub prefer_hardware: bool,
     /// Slices per frame (1 = one slice; clients with several decoder threads ask for more).
     pub slices: u32,
+    /// Colour matrix and range of the frames, signalled in the bitstream.
+    pub colour: crate::Colour,
 }
 
 /// One encoded access unit.
@@ -167,14 +169,31 @@ impl LavcEncoder {
         enc.set_max_bit_rate(bps);
         enc.set_max_b_frames(0);
         enc.set_gop(i32::MAX as u32);
-        enc.set_colorspace(ff::color::Space::BT470BG);
-        enc.set_color_range(ff::color::Range::MPEG);
+        let bt709 = cfg.colour.is_bt709();
+        enc.set_colorspace(if bt709 {
+            ff::color::Space::BT709
+        } else {
+            ff::color::Space::BT470BG
+        });
+        enc.set_color_range(if cfg.colour.is_full_range() {
+            ff::color::Range::JPEG
+        } else {
+            ff::color::Range::MPEG
+        });
         // SAFETY: the context pointer is valid and not yet opened; these plain fields have no
         // setter in ffmpeg-next.
         unsafe {
             let ctx = enc.as_mut_ptr();
             (*ctx).rc_buffer_size = (bps / cfg.fps as usize).max(1) as i32;
             (*ctx).refs = 1;
+            // Primaries and transfer to match the matrix, so decoders need no guessing.
+            if bt709 {
+                (*ctx).color_primaries = ff::ffi::AVColorPrimaries::AVCOL_PRI_BT709;
+                (*ctx).color_trc = ff::ffi::AVColorTransferCharacteristic::AVCOL_TRC_BT709;
+            } else {
+                (*ctx).color_primaries = ff::ffi::AVColorPrimaries::AVCOL_PRI_SMPTE170M;
+                (*ctx).color_trc = ff::ffi::AVColorTransferCharacteristic::AVCOL_TRC_SMPTE170M;
+            }
             (*ctx).thread_count = 2;
         }
         let mut opts = ff::Dictionary::new();

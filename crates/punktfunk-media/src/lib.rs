@@ -15,7 +15,7 @@ pub mod frame;
 pub mod pattern;
 pub mod stamp;
 
-pub use convert::Converter;
+pub use convert::{Colour, Converter};
 pub use decode::{probe_stream_file, write_png, DecodedFrame, Decoder, StreamInfo};
 pub use encode::{open_encoder, EncodedFrame, Encoder, EncoderConfig};
 pub use frame::{BgraFrame, YuvFrame};

@@ -16,6 +16,7 @@ fn cfg(codec: Codec, w: u32, h: u32, kbps: u32) -> EncoderConfig {
         bitrate_kbps: kbps,
         prefer_hardware: false,
         slices: 1,
+        colour: Default::default(),
     }
 }
 
@@ -109,6 +110,7 @@ fn hardware_preference_falls_back_to_software_here() {
     let enc = open_encoder(&EncoderConfig {
         prefer_hardware: true,
         slices: 1,
+        colour: Default::default(),
         ..cfg(Codec::H264, 320, 180, 500)
     })
     .unwrap();

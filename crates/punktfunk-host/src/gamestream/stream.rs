@@ -26,6 +26,7 @@ use punktfunk_gamestream::input::{self, Input};
 use punktfunk_gamestream::plan::{SessionPlan, VideoCodec};
 use punktfunk_gamestream::rtsp::Origin;
 use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
+use punktfunk_media::Colour;
 use punktfunk_net::UdpSocket;
 use rusty_enet as enet;
 use std::collections::BTreeMap;
@@ -319,6 +320,12 @@ impl StreamHost {
                 codec,
                 prefer_hardware: self.prefer_hardware,
                 slices: plan.slices,
+                colour: match (plan.bt709, plan.full_range) {
+                    (false, false) => Colour::Bt601Limited,
+                    (false, true) => Colour::Bt601Full,
+                    (true, false) => Colour::Bt709Limited,
+                    (true, true) => Colour::Bt709Full,
+                },
                 epoch: self.epoch,
             },
             Mode::new(plan.width, plan.height, plan.fps),
