@@ -30,6 +30,100 @@ pub const MAX_DATAGRAM: usize = 1400;
 /// The fixed audio parity matrix, row = parity index, column = data index.
 pub const MATRIX: [[u8; 4]; 2] = [[0x77, 0x40, 0x38, 0x0E], [0xC7, 0xA7, 0x0D, 0x6C]];
 
+/// An Opus multistream layout: how `channels` channels are packed into streams.
+///
+/// The host's encoder always uses the identity mapping (channels in the client's order FL FR C
+/// LFE BL BR SL SR); what DESCRIBE advertises is arranged so the client's decoder ends up with
+/// the identity mapping too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpusLayout {
+    /// Channels.
+    pub channels: u8,
+    /// Opus streams.
+    pub streams: u8,
+    /// Of which coupled (stereo) streams.
+    pub coupled: u8,
+    /// Opus bitrate, bit/s.
+    pub bitrate: u32,
+}
+
+/// Stereo, 5.1 and 7.1 at normal and high quality: `(layout, high quality, DESCRIBE digits)`.
+///
+/// Normal-quality surround digits are in the order the client rotates (FL FR C RL RR [SL SR]
+/// LFE): it moves the last entry to index 3, which turns `0 1 2 4 5 3` into the identity. For 7.1
+/// that means `0 1 2 4 5 6 7 3`, not the `0 1 2 4 5 3 6 7` some hosts advertise, which leaves
+/// the client with LFE and the side channels swapped. High-quality digits are used verbatim.
+pub const LAYOUTS: [(OpusLayout, bool, &str); 6] = [
+    (
+        OpusLayout {
+            channels: 2,
+            streams: 1,
+            coupled: 1,
+            bitrate: 96_000,
+        },
+        false,
+        "21101",
+    ),
+    (
+        OpusLayout {
+            channels: 2,
+            streams: 1,
+            coupled: 1,
+            bitrate: 512_000,
+        },
+        true,
+        "21101",
+    ),
+    (
+        OpusLayout {
+            channels: 6,
+            streams: 4,
+            coupled: 2,
+            bitrate: 256_000,
+        },
+        false,
+        "642012453",
+    ),
+    (
+        OpusLayout {
+            channels: 6,
+            streams: 6,
+            coupled: 0,
+            bitrate: 1_536_000,
+        },
+        true,
+        "660012345",
+    ),
+    (
+        OpusLayout {
+            channels: 8,
+            streams: 5,
+            coupled: 3,
+            bitrate: 450_000,
+        },
+        false,
+        "85301245673",
+    ),
+    (
+        OpusLayout {
+            channels: 8,
+            streams: 8,
+            coupled: 0,
+            bitrate: 2_048_000,
+        },
+        true,
+        "88001234567",
+    ),
+];
+
+/// The layout for `channels` at normal or high quality.
+pub fn layout(channels: u32, high_quality: bool) -> Option<OpusLayout> {
+    LAYOUTS
+        .iter()
+        .find(|(l, hq, _)| u32::from(l.channels) == channels && *hq == high_quality)
+        .map(|(l, _, _)| *l)
+}
+
 type CbcEnc = cbc::Encryptor<aes::Aes128>;
 type CbcDec = cbc::Decryptor<aes::Aes128>;
 
@@ -443,6 +537,31 @@ mod tests {
             }
             assert_eq!(rx.dropped, 0);
         }
+    }
+
+    #[test]
+    fn surround_digits_leave_the_client_with_the_identity_mapping() {
+        for (l, hq, digits) in LAYOUTS {
+            let d: Vec<u8> = digits.bytes().map(|b| b - b'0').collect();
+            assert_eq!((d[0], d[1], d[2]), (l.channels, l.streams, l.coupled));
+            let m = &d[3..];
+            assert_eq!(m.len(), usize::from(l.channels));
+            // What the client does with the mapping digits.
+            let client: Vec<u8> = if l.channels == 2 || hq {
+                m.to_vec()
+            } else {
+                let c = m.len();
+                let mut v = m[..3].to_vec();
+                v.push(m[c - 1]);
+                v.extend_from_slice(&m[3..c - 1]);
+                v
+            };
+            assert_eq!(client, (0..l.channels).collect::<Vec<_>>(), "{digits}");
+            // The packet has to fit one datagram at 5 ms: bitrate/8 × 5 ms + padding + header.
+            assert!(l.bitrate / 8 / 200 + 16 + RTP_HEADER as u32 <= MAX_DATAGRAM as u32);
+        }
+        assert_eq!(layout(6, true).unwrap().streams, 6);
+        assert!(layout(4, false).is_none());
     }
 
     #[test]

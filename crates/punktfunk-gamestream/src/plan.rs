@@ -55,12 +55,10 @@ pub struct SessionPlan {
     pub video_encrypted: bool,
     /// Audio payloads are AES-CBC encrypted.
     pub audio_encrypted: bool,
-    /// Audio channels.
-    pub audio_channels: u32,
+    /// Audio layout (channels, streams, bitrate).
+    pub audio: crate::audio::OpusLayout,
     /// Opus frame duration, ms.
     pub audio_packet_ms: u32,
-    /// Opus bitrate, bit/s.
-    pub audio_bitrate: u32,
     /// Why each value is what it is, one line per choice.
     pub reasons: Vec<String>,
 }
@@ -80,11 +78,6 @@ fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
         reason: reason.into(),
     }
 }
-
-/// Stereo Opus bitrate (normal quality), bit/s.
-const STEREO_BITRATE: u32 = 96_000;
-/// Stereo Opus bitrate (high quality), bit/s.
-const STEREO_HQ_BITRATE: u32 = 512_000;
 
 impl SessionPlan {
     /// Resolves the plan. `high_quality_audio` comes from the RTSP `Host:` header (not
@@ -203,34 +196,40 @@ impl SessionPlan {
             "FEC {fec_percent} % per block, at least {min_parity} parity shards (client minimum)"
         ));
 
-        if cfg.audio_channels != 2 {
+        if !matches!(cfg.audio_packet_ms, 5 | 10) {
             return Err(refuse(
                 400,
                 format!(
-                    "{} audio channels requested; this host advertises stereo only",
-                    cfg.audio_channels
-                ),
-            ));
-        }
-        if !matches!(cfg.audio_packet_ms, 5 | 10 | 20) {
-            return Err(refuse(
-                400,
-                format!(
-                    "audio packet duration {} ms not 5, 10 or 20",
+                    "audio packet duration {} ms not 5 or 10",
                     cfg.audio_packet_ms
                 ),
             ));
         }
-        let audio_bitrate = if high_quality_audio {
-            STEREO_HQ_BITRATE
+        // High quality: for stereo the RTSP Host header decides, for surround AudioQuality.
+        let high_quality = if cfg.audio_channels == 2 {
+            high_quality_audio
         } else {
-            STEREO_BITRATE
+            cfg.audio_high_quality
         };
+        let Some(layout) = crate::audio::layout(cfg.audio_channels, high_quality) else {
+            return Err(refuse(
+                400,
+                format!(
+                    "{} audio channels requested; this host offers 2, 6 and 8",
+                    cfg.audio_channels
+                ),
+            ));
+        };
+        let audio_bitrate = layout.bitrate;
         why.push(format!(
-            "audio: Opus stereo {} ms, CBR {} kbit/s ({} quality: RTSP Host header)",
+            "audio: Opus {} channels in {} streams ({} coupled), {} ms, CBR {} kbit/s ({} quality: {})",
+            layout.channels,
+            layout.streams,
+            layout.coupled,
             cfg.audio_packet_ms,
             audio_bitrate / 1000,
-            if high_quality_audio { "high" } else { "normal" }
+            if high_quality { "high" } else { "normal" },
+            if cfg.audio_channels == 2 { "RTSP Host header" } else { "AudioQuality" }
         ));
 
         let bitrate_kbps = if cfg.configured_bitrate_kbps > 0 {
@@ -300,9 +299,8 @@ impl SessionPlan {
             min_parity,
             video_encrypted,
             audio_encrypted,
-            audio_channels: 2,
+            audio: layout,
             audio_packet_ms: cfg.audio_packet_ms,
-            audio_bitrate,
             reasons: why,
         })
     }
@@ -351,7 +349,7 @@ mod tests {
         assert_eq!(p.bitrate_kbps, 7404);
         assert!(!p.video_encrypted && p.audio_encrypted);
         assert_eq!(
-            (p.fec_percent, p.min_parity, p.audio_bitrate),
+            (p.fec_percent, p.min_parity, p.audio.bitrate),
             (20, 2, 96_000)
         );
         assert!(p.reasons.len() >= 6);
@@ -364,12 +362,19 @@ mod tests {
             (p.codec, p.bitrate_kbps, p.video_encrypted),
             (VideoCodec::Hevc, 8000, true)
         );
-        assert_eq!(p.audio_bitrate, 512_000);
+        assert_eq!(p.audio.bitrate, 512_000);
         assert!(!p.bt709 && !p.full_range);
         c.csc_mode = 3;
         let p = SessionPlan::resolve(&c, &HOST, true).unwrap();
         assert!(p.bt709 && p.full_range);
         assert!(p.reasons.iter().any(|r| r.contains("Rec.709 full")));
+        c.audio_channels = 8;
+        c.audio_high_quality = true;
+        let p = SessionPlan::resolve(&c, &HOST, false).unwrap();
+        assert_eq!(
+            (p.audio.channels, p.audio.streams, p.audio.bitrate),
+            (8, 8, 2_048_000)
+        );
     }
 
     #[test]
@@ -383,7 +388,7 @@ mod tests {
             (|c| c.packet_size = 8, 400, "packet size"),
             (|c| c.reliable_udp = 1, 400, "control stream"),
             (|c| c.encryption_enabled = 0, 403, "v2 control"),
-            (|c| c.audio_channels = 6, 400, "stereo only"),
+            (|c| c.audio_channels = 4, 400, "offers 2, 6 and 8"),
         ];
         for (f, status, text) in cases {
             let mut c = cfg();

@@ -408,9 +408,8 @@ pub struct Capabilities {
     pub feature_flags: u32,
 }
 
-/// The DESCRIBE body: the substrings the client looks for, and the Opus stereo layout (normal
-/// and high quality). Surround layouts are advertised only with an encoder whose channel order
-/// they describe, so none are yet.
+/// The DESCRIBE body: the substrings the client looks for, and the Opus layouts (stereo, 5.1
+/// and 7.1, each at normal then high quality; see [`crate::audio::LAYOUTS`]).
 pub fn describe_body(c: &Capabilities) -> String {
     let mut s = format!(
         "a=x-ss-general.featureFlags:{}\na=x-ss-general.encryptionSupported:{}\na=x-ss-general.encryptionRequested:{}\n",
@@ -425,8 +424,8 @@ pub fn describe_body(c: &Capabilities) -> String {
     if c.av1 {
         s.push_str("a=rtpmap:98 AV1/90000\n");
     }
-    // Channels, streams, coupled streams, then the mapping: 2 channels in one coupled stream.
-    for layout in ["21101", "21101"] {
+    // Channels, streams, coupled streams, then the mapping.
+    for (_, _, layout) in crate::audio::LAYOUTS {
         s.push_str("a=fmtp:97 surround-params=");
         s.push_str(layout);
         s.push('\n');

@@ -15,7 +15,7 @@
 //! `/resume` starts a new session.
 
 use super::nvhttp::GameStream;
-use crate::audio::{AudioSource, ToneSource, SAMPLE_RATE};
+use crate::audio::{AudioSource, OpusEncoder, ToneSource, SAMPLE_RATE};
 use crate::dataplane::Destination;
 use crate::inject::{InputInjector, LogInjector};
 use crate::pipeline::{thread_cpu_us, Command, EncodeSettings, EncodeThread, Encoded};
@@ -339,15 +339,7 @@ impl StreamHost {
             plan.video_encrypted.then_some(&key),
         )
         .map_err(|e| e.to_string())?;
-        let mut opus = opus::Encoder::new(
-            SAMPLE_RATE,
-            opus::Channels::Stereo,
-            opus::Application::LowDelay,
-        )
-        .map_err(|e| format!("opening the Opus encoder: {e}"))?;
-        opus.set_bitrate(opus::Bitrate::Bits(plan.audio_bitrate as i32))
-            .and_then(|_| opus.set_vbr(false))
-            .map_err(|e| format!("configuring the Opus encoder: {e}"))?;
+        let opus = OpusEncoder::new(&plan.audio)?;
         let session = Arc::new(ActiveSession {
             plan,
             ids,
@@ -372,7 +364,10 @@ impl StreamHost {
             let (s, h) = (session.clone(), self.clone());
             std::thread::Builder::new()
                 .name("gs-audio".into())
-                .spawn(move || audio_loop(&h, &s, opus, Box::new(ToneSource::new(2))))
+                .spawn(move || {
+                    let tone = ToneSource::new(usize::from(s.plan.audio.channels));
+                    audio_loop(&h, &s, opus, Box::new(tone))
+                })
                 .map_err(|e| e.to_string())?
         };
         session
@@ -537,7 +532,7 @@ fn video_loop(
 fn audio_loop(
     host: &StreamHost,
     s: &ActiveSession,
-    mut opus: opus::Encoder,
+    mut opus: OpusEncoder,
     mut source: Box<dyn AudioSource>,
 ) {
     let Some(to) = wait_for_ping(&host.audio, s, "audio") else {
@@ -552,7 +547,8 @@ fn audio_loop(
     tracing::info!(
         source = source.name(),
         packet_ms = ms,
-        bitrate = s.plan.audio_bitrate,
+        channels = channels,
+        bitrate = s.plan.audio.bitrate,
         encrypted = s.plan.audio_encrypted,
         "GameStream audio started"
     );
