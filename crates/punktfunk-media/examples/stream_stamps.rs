@@ -9,8 +9,16 @@ fn main() {
     match punktfunk_media::probe_stream_file(std::path::Path::new(&path)) {
         Ok(i) => {
             println!(
-                "{}: {} {}x{}, {} pictures, {} stamps in sequence",
-                path, i.codec, i.width, i.height, i.frames, i.stamps_in_sequence
+                "{}: {} {}x{}, {} pictures, {} stamps in sequence, {} jumps ahead, {} backwards, {} illegible",
+                path,
+                i.codec,
+                i.width,
+                i.height,
+                i.frames,
+                i.stamps_in_sequence,
+                i.stamp_jumps,
+                i.stamps_backwards,
+                i.stamps_illegible
             );
             for (pos, stamp) in &i.stamp_breaks {
                 println!("  picture {pos}: stamp {stamp:?}");

@@ -151,6 +151,13 @@ pub struct StreamInfo {
     pub frames: u64,
     /// Pictures whose stamp reads back and continues the previous one (frame number + 1).
     pub stamps_in_sequence: u64,
+    /// Pictures whose stamp reads back but skips ahead (frames the stream left out, e.g. after
+    /// a loss until the next keyframe).
+    pub stamp_jumps: u64,
+    /// Pictures whose stamp reads back but goes backwards or repeats.
+    pub stamps_backwards: u64,
+    /// Pictures whose stamp does not read back at all.
+    pub stamps_illegible: u64,
     /// The first pictures (up to 16) whose stamp is unreadable or out of sequence: picture
     /// position in the file and the stamp read, if any.
     pub stamp_breaks: Vec<(u64, Option<u32>)>,
@@ -180,6 +187,9 @@ pub fn probe_stream_file(path: &Path) -> Result<StreamInfo, MediaError> {
         height: 0,
         frames: 0,
         stamps_in_sequence: 0,
+        stamp_jumps: 0,
+        stamps_backwards: 0,
+        stamps_illegible: 0,
         stamp_breaks: Vec::new(),
     };
     // The last readable stamp and the picture it was on: a later picture p must carry
@@ -193,12 +203,27 @@ pub fn probe_stream_file(path: &Path) -> Result<StreamInfo, MediaError> {
                 crate::read_stamp_luma(frame.data(0), frame.stride(0), info.width, info.height)
                     .map(|s| s.frame);
             let pos = info.frames;
-            match stamp {
-                Some(n) if last.is_none_or(|(l, lp)| u64::from(n) == u64::from(l) + (pos - lp)) => {
-                    info.stamps_in_sequence += 1
+            let expected = last.map(|(l, lp)| u64::from(l) + (pos - lp));
+            let in_sequence = match (stamp, expected) {
+                (Some(n), e) if e.is_none_or(|e| u64::from(n) == e) => {
+                    info.stamps_in_sequence += 1;
+                    true
                 }
-                other if info.stamp_breaks.len() < 16 => info.stamp_breaks.push((pos, other)),
-                _ => {}
+                (Some(n), Some(e)) if u64::from(n) > e => {
+                    info.stamp_jumps += 1;
+                    false
+                }
+                (Some(_), _) => {
+                    info.stamps_backwards += 1;
+                    false
+                }
+                (None, _) => {
+                    info.stamps_illegible += 1;
+                    false
+                }
+            };
+            if !in_sequence && info.stamp_breaks.len() < 16 {
+                info.stamp_breaks.push((pos, stamp));
             }
             if let Some(n) = stamp {
                 last = Some((n, pos));

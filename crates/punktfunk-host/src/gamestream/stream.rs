@@ -72,6 +72,8 @@ pub struct SessionStats {
     pub audio_packets: AtomicU64,
     /// IDR requests received.
     pub idr_requests: AtomicU64,
+    /// Encoded P-frames not sent because an IDR was on its way (the client drops them anyway).
+    pub skipped_for_idr: AtomicU64,
     /// Control messages received.
     pub control_messages: AtomicU64,
     /// Control packets dropped (bad envelope or authentication).
@@ -93,6 +95,8 @@ pub struct ActiveSession {
     key: [u8; 16],
     key_id: u32,
     stop: AtomicBool,
+    /// An IDR was requested and has not been sent yet.
+    awaiting_idr: AtomicBool,
     /// Why it ended (first reason wins).
     end_reason: Mutex<Option<String>>,
     commands: Mutex<Option<Sender<Command>>>,
@@ -128,6 +132,7 @@ impl ActiveSession {
     }
 
     fn keyframe(&self) {
+        self.awaiting_idr.store(true, Ordering::Relaxed);
         if let Some(c) = self
             .commands
             .lock()
@@ -194,6 +199,7 @@ impl ActiveSession {
             video_send_errors = s.video_send_errors.load(Ordering::Relaxed),
             audio_packets = s.audio_packets.load(Ordering::Relaxed),
             idr_requests = s.idr_requests.load(Ordering::Relaxed),
+            skipped_for_idr = s.skipped_for_idr.load(Ordering::Relaxed),
             control_messages = s.control_messages.load(Ordering::Relaxed),
             control_dropped = s.control_dropped.load(Ordering::Relaxed),
             input_events = s.input_events.load(Ordering::Relaxed),
@@ -346,6 +352,7 @@ impl StreamHost {
             key,
             key_id,
             stop: AtomicBool::new(false),
+            awaiting_idr: AtomicBool::new(false),
             end_reason: Mutex::new(None),
             commands: Mutex::new(Some(enc.commands.clone())),
             stats: SessionStats::default(),
@@ -455,6 +462,14 @@ fn video_loop(
                 break;
             }
         };
+        // After an IDR request the client discards everything until the IDR: P-frames still
+        // queued from before are not worth the bandwidth or the delay they add.
+        if f.keyframe {
+            s.awaiting_idr.store(false, Ordering::Relaxed);
+        } else if s.awaiting_idr.load(Ordering::Relaxed) {
+            s.stats.skipped_for_idr.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let cpu = thread_cpu_us();
         index = index.wrapping_add(1);
         let now_us = Instant::now().duration_since(host.epoch).as_micros() as u64;
