@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Listen for clients and stream to each (sessions back to back or concurrently).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the host certificate's SHA-256 fingerprint (creating the identity if needed), for
     /// clients to pin with `--pin`.
     Fingerprint,
@@ -114,6 +114,9 @@ struct ServeArgs {
     /// client recover through FEC.
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     gamestream_drop_video: f64,
+    /// Testing aid: the same for GameStream audio datagrams (data and FEC packets alike).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    gamestream_drop_audio: f64,
     /// Name Moonlight shows for this host (default: the machine's host name).
     #[arg(long)]
     name: Option<String>,
@@ -169,8 +172,13 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
     if a.gamestream_fec > 255 {
         bail!("--gamestream-fec {} above 255 %", a.gamestream_fec);
     }
-    if !(0.0..1.0).contains(&a.gamestream_drop_video) {
-        bail!("--gamestream-drop-video must be in 0..1");
+    for (name, v) in [
+        ("video", a.gamestream_drop_video),
+        ("audio", a.gamestream_drop_audio),
+    ] {
+        if !(0.0..1.0).contains(&v) {
+            bail!("--gamestream-drop-{name} must be in 0..1");
+        }
     }
     if a.max_sessions == 0 {
         bail!("--max-sessions must be at least 1");
@@ -206,7 +214,10 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
             base_port: a.gamestream_port,
             hostname: a.name.clone().unwrap_or_else(machine_name),
             fec_percent: a.gamestream_fec,
-            drop_video: a.gamestream_drop_video,
+            drops: punktfunk_host::gamestream::stream::Drops {
+                video: a.gamestream_drop_video,
+                audio: a.gamestream_drop_audio,
+            },
         }),
         mdns: !a.no_mdns,
     })
@@ -288,7 +299,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Serve(a) => {
-            let cfg = serve_config(a, dir)?;
+            let cfg = serve_config(*a, dir)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -68,8 +68,8 @@ pub struct GameStreamOptions {
     pub hostname: String,
     /// FEC percentage for GameStream video blocks.
     pub fec_percent: u32,
-    /// Testing aid: drop this fraction of outgoing GameStream video datagrams.
-    pub drop_video: f64,
+    /// Testing aid: drop these fractions of outgoing GameStream video and audio datagrams.
+    pub drops: crate::gamestream::stream::Drops,
 }
 
 /// `ServerCodecModeSupport` bits for the codecs whose encoders open on this machine (logged).
@@ -195,12 +195,13 @@ async fn start_gamestream_streams(
         },
         gs.clone(),
         cfg.prefer_hardware,
-        o.drop_video,
+        o.drops,
     )?;
-    if o.drop_video > 0.0 {
+    if o.drops.video > 0.0 || o.drops.audio > 0.0 {
         tracing::warn!(
-            fraction = o.drop_video,
-            "GameStream video: dropping datagrams on purpose (testing aid)"
+            video = o.drops.video,
+            audio = o.drops.audio,
+            "GameStream: dropping video/audio datagrams on purpose (testing aid)"
         );
     }
     let listener = tokio::net::TcpListener::bind((bind, rtsp))

@@ -729,6 +729,7 @@ struct StreamRun {
     stamps: Vec<u32>,
     recovered_shards: usize,
     audio_packets: u32,
+    audio_recovered: u32,
     left_440: f64,
     left_660: f64,
     right_660: f64,
@@ -943,6 +944,7 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
         while let Ok((n, _)) = asock.recv_from(&mut buf) {
             for p in audio.push(&buf[..n]) {
                 run.audio_packets += 1;
+                run.audio_recovered += u32::from(p.recovered);
                 let mut out = vec![0i16; 48 * 5 * 2];
                 let k = opus.decode(&p.opus, &mut out, false).unwrap();
                 pcm.extend_from_slice(&out[..k * 2]);
@@ -1056,13 +1058,19 @@ fn a_session_streams_video_audio_and_takes_input_then_resumes() {
 }
 
 #[test]
-fn video_survives_five_percent_loss_through_fec() {
+fn video_and_audio_survive_five_percent_loss_through_fec() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (me, _) = clients();
     let host = Host::start_with(
         dir.path(),
-        &["--no-mdns", "--gamestream-drop-video", "0.05"],
+        &[
+            "--no-mdns",
+            "--gamestream-drop-video",
+            "0.05",
+            "--gamestream-drop-audio",
+            "0.05",
+        ],
     );
     pair(&host, me, "1357", "1357", true).unwrap();
     launch(&host, me, false);
@@ -1081,7 +1089,10 @@ fn video_survives_five_percent_loss_through_fec() {
     if run.idr_requests > 0 {
         assert!(run.idr_frames >= 2, "an IDR answered the request: {run:?}");
     }
-    host.wait_log(&["video: dropping datagrams on purpose"], 1);
+    // Audio: lost packets come back from the 4 + 2 FEC, and the tone is intact.
+    assert!(run.audio_recovered > 5, "{run:?}");
+    assert!(run.left_440 > 2000.0 && run.right_660 > 2000.0, "{run:?}");
+    host.wait_log(&["dropping video/audio datagrams on purpose"], 1);
 }
 
 #[test]

@@ -219,8 +219,44 @@ pub struct StreamHost {
     active: Mutex<Option<Arc<ActiveSession>>>,
     prefer_hardware: bool,
     epoch: Instant,
-    /// Test knob: drop this fraction of outgoing video datagrams (0 = none).
-    drop_fraction: f64,
+    /// Testing aid: fractions of outgoing datagrams dropped on purpose.
+    drops: Drops,
+}
+
+/// Testing aid: how much of each outgoing stream to drop on purpose (0 = none), to watch a
+/// client recover through FEC.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Drops {
+    /// Fraction of video datagrams.
+    pub video: f64,
+    /// Fraction of audio datagrams.
+    pub audio: f64,
+}
+
+/// Drops datagrams at random with a fixed probability (xorshift; no need for quality).
+struct Dropper {
+    fraction: f64,
+    state: u64,
+}
+
+impl Dropper {
+    fn new(fraction: f64, seed: u64) -> Dropper {
+        Dropper {
+            fraction,
+            state: seed | 1,
+        }
+    }
+
+    /// Whether the next datagram is dropped.
+    fn drop_next(&mut self) -> bool {
+        if self.fraction <= 0.0 {
+            return false;
+        }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        ((self.state >> 11) as f64 / (1u64 << 53) as f64) < self.fraction
+    }
 }
 
 /// Ports and options of the streaming side.
@@ -240,7 +276,7 @@ impl StreamHost {
         ports: &StreamPorts,
         gs: GameStream,
         prefer_hardware: bool,
-        drop_fraction: f64,
+        drops: Drops,
     ) -> anyhow::Result<Arc<StreamHost>> {
         use anyhow::Context;
         let video = Arc::new(
@@ -261,7 +297,7 @@ impl StreamHost {
             active: Mutex::new(None),
             prefer_hardware,
             epoch: Instant::now(),
-            drop_fraction,
+            drops,
         });
         let enet_host = enet::Host::new(
             control,
@@ -441,7 +477,7 @@ fn video_loop(
     let mut out = Vec::new();
     let mut index: u32 = 0;
     let dlen = pk.datagram_len();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut dropper = Dropper::new(host.drops.video, 0x9E37_79B9_7F4A_7C15);
     let mut survivors = Vec::new();
     while !s.ended() {
         let f = match frames.recv_timeout(Duration::from_millis(100)) {
@@ -496,13 +532,10 @@ fn video_loop(
             continue;
         }
         let mut payload: &[u8] = &out;
-        if host.drop_fraction > 0.0 {
+        if host.drops.video > 0.0 {
             survivors.clear();
             for dg in out.chunks(dlen) {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                if (rng >> 11) as f64 / (1u64 << 53) as f64 >= host.drop_fraction {
+                if !dropper.drop_next() {
                     survivors.extend_from_slice(dg);
                 }
             }
@@ -559,6 +592,7 @@ fn audio_loop(
     let mut pcm = vec![0i16; samples * channels];
     let mut buf = vec![0u8; 1400];
     let mut pk = AudioPacketizer::new(s.plan.audio_encrypted.then_some(s.key), s.key_id, ms);
+    let mut dropper = Dropper::new(host.drops.audio, 0x2545_F491_4F6C_DD1D);
     tracing::info!(
         source = source.name(),
         packet_ms = ms,
@@ -586,7 +620,9 @@ fn audio_loop(
             }
         };
         for dg in pk.push(&buf[..n]) {
-            let _ = host.audio.send_to(&dg, to);
+            if !dropper.drop_next() {
+                let _ = host.audio.send_to(&dg, to);
+            }
         }
         s.stats.audio_packets.fetch_add(1, Ordering::Relaxed);
         drain(&host.audio);
