@@ -176,6 +176,15 @@ impl Drop for Host {
     }
 }
 
+/// An `apps.toml` in `dir` with one app, "Short game" (`id`), that exits after `secs` seconds.
+fn short_game(dir: &Path, id: u32, secs: u32) {
+    std::fs::write(
+        dir.join("apps.toml"),
+        format!("[[app]]\nid = {id}\ntitle = \"Short game\"\ncommand = [\"sleep\", \"{secs}\"]\n"),
+    )
+    .unwrap();
+}
+
 /// A log line without terminal colour codes.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -480,11 +489,7 @@ fn pairing_apps_launch_and_revocation() {
 fn an_app_that_exits_ends_its_session() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("apps.toml"),
-        "[[app]]\nid = 5\ntitle = \"Short game\"\ncommand = [\"sleep\", \"1\"]\n",
-    )
-    .unwrap();
+    short_game(dir.path(), 5, 1);
     let (me, _) = clients();
     let host = Host::start(dir.path());
     let r4 = pair(&host, me, "7777", "7777", true).unwrap();
@@ -1099,11 +1104,7 @@ fn video_and_audio_survive_five_percent_loss_through_fec() {
 fn the_host_ends_the_stream_when_the_app_exits() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("apps.toml"),
-        "[[app]]\nid = 1\ntitle = \"Short game\"\ncommand = [\"sleep\", \"3\"]\n",
-    )
-    .unwrap();
+    short_game(dir.path(), 1, 3);
     let (me, _) = clients();
     let host = Host::start(dir.path());
     pair(&host, me, "2468", "2468", true).unwrap();
