@@ -216,31 +216,43 @@ impl VideoPacketizer {
         let stride = self.datagram_len();
         let off = if enc { ENCRYPTION_HEADER } else { 0 };
         let blocks_field = ((nb - 1) << 6) as u8;
-        out.clear();
+        // Parity per block first, so the buffer is sized once. It is not cleared: every byte of
+        // every datagram is written below (the zero-fill of a 60 KB frame showed up in profiles).
+        let geometry: Vec<(usize, usize, usize)> = data
+            .iter()
+            .map(|&d| {
+                let mut p = (d * f).div_ceil(100);
+                let mut fi = f;
+                if f != 0 && p < self.min_parity as usize {
+                    p = self.min_parity as usize;
+                    fi = (100 * p / d).min(255);
+                    p = (d * fi).div_ceil(100);
+                }
+                if p > 0 && d + p > 255 {
+                    p = 255 - d;
+                }
+                (d, p, fi)
+            })
+            .collect();
+        let frame_len: usize = geometry.iter().map(|(d, p, _)| (d + p) * stride).sum();
+        out.resize(frame_len, 0);
         let mut shape = FrameShape {
             blocks: nb,
             ..Default::default()
         };
         let mut chunk = 0usize;
-        for (i, &d) in data.iter().enumerate() {
-            let mut p = d * f;
-            p = p.div_ceil(100);
-            let mut fi = f;
-            if f != 0 && p < self.min_parity as usize {
-                p = self.min_parity as usize;
-                fi = (100 * p / d).min(255);
-                p = (d * fi).div_ceil(100);
-            }
-            if p > 0 && d + p > 255 {
-                p = 255 - d;
-            }
+        let mut start = 0usize;
+        for (i, &(d, p, fi)) in geometry.iter().enumerate() {
             let seq_base = self.seq;
-            let start = out.len();
-            out.resize(start + (d + p) * stride, 0);
-            let blk = &mut out[start..];
+            let blk = &mut out[start..start + (d + p) * stride];
+            start += (d + p) * stride;
             let multi = blocks_field | ((i as u8) << 4);
             for x in 0..d {
                 let s = &mut blk[x * stride + off..x * stride + off + b];
+                // What parity covers: RTP area, extra flags and FEC info zero for now.
+                s[..16].fill(0);
+                s[25] = 0;
+                s[28..32].fill(0);
                 s[16..20].copy_from_slice(
                     &((seq_base.wrapping_add(x as u32) & 0xFF_FFFF) << 8).to_le_bytes(),
                 );
@@ -255,6 +267,7 @@ impl VideoPacketizer {
                 let n = c.min(total - from);
                 let payload = &mut s[SHARD_HEADER..SHARD_HEADER + n];
                 copy_stream(&fh, parts, from, payload);
+                s[SHARD_HEADER + n..].fill(0);
                 chunk += 1;
             }
             if p > 0 {
@@ -683,6 +696,17 @@ mod tests {
             w[28..32].copy_from_slice(&fec_info.to_le_bytes());
             assert_eq!(got, w.as_slice(), "shard {idx}");
         }
+        // A reused buffer full of old bytes gives the same datagrams (every byte is written).
+        let mut again = VideoPacketizer::new(ps, 20, 2, None).unwrap();
+        let mut dirty = vec![0xAA; 10 * b];
+        again.packetize(&bitstream, info(1), &mut dirty).unwrap();
+        assert_eq!(dirty, out);
+        let mut sealed = VideoPacketizer::new(ps, 20, 2, Some(&[3; 16])).unwrap();
+        let (mut clean, mut dirty) = (Vec::new(), vec![0x55; 20 * b]);
+        sealed.packetize(&bitstream, info(1), &mut clean).unwrap();
+        let mut sealed = VideoPacketizer::new(ps, 20, 2, Some(&[3; 16])).unwrap();
+        sealed.packetize(&bitstream, info(1), &mut dirty).unwrap();
+        assert_eq!(clean, dirty);
         // The next frame continues the sequence numbers after the parity shards.
         pk.packetize(&[9; 10], info(2), &mut out).unwrap();
         assert_eq!(&out[2..4], &4u16.to_be_bytes());
