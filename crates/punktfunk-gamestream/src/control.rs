@@ -82,14 +82,7 @@ pub enum ControlError {
 }
 
 fn nonce(seq: u32, origin: Origin) -> aead::Nonce {
-    let mut n = [0u8; 12];
-    n[..4].copy_from_slice(&seq.to_le_bytes());
-    n[10] = match origin {
-        Origin::Client => b'C',
-        Origin::Host => b'H',
-    };
-    n[11] = b'C';
-    aead::Nonce::assume_unique_for_key(n)
+    crate::rtsp::iv(seq, origin, b'C')
 }
 
 /// One side's sealing and opening state: the key and this side's next sequence number.
@@ -121,9 +114,7 @@ impl ControlCipher {
     /// State for the side `me` (the host uses [`Origin::Host`]).
     pub fn new(k: &[u8; 16], me: Origin) -> ControlCipher {
         ControlCipher {
-            key: aead::LessSafeKey::new(
-                aead::UnboundKey::new(&aead::AES_128_GCM, k).expect("16-byte key"),
-            ),
+            key: crate::crypto::session_key(k),
             me,
             next_seq: 0,
         }

@@ -1,5 +1,6 @@
 //! The primitives of GameStream pairing: SHA-256, AES-128-ECB without padding, RSA PKCS#1 v1.5
-//! signatures with SHA-256, and the raw signature bytes of an X.509 certificate.
+//! signatures with SHA-256, and the raw signature bytes of an X.509 certificate; and the session
+//! key as the AES-128-GCM key that RTSP, the control stream and video share ([`session_key`]).
 //!
 //! AES-128-ECB is what the protocol prescribes for the pairing blobs (each a multiple of 16
 //! bytes); it is used for nothing else. ring provides SHA-256 and RSA; the `aes` crate the
@@ -8,6 +9,13 @@
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use ring::signature::{self, RsaKeyPair};
 use thiserror::Error;
+
+/// The launch key `K_s` (`rikey`) as an AES-128-GCM key.
+pub fn session_key(k: &[u8; 16]) -> ring::aead::LessSafeKey {
+    ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(&ring::aead::AES_128_GCM, k).expect("16-byte key"),
+    )
+}
 
 /// Cryptographic failures during pairing.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@
 //! - [`StreamConfig::from_announce`]: the ANNOUNCE body's attributes, typed.
 //! - [`describe_body`]: the DESCRIBE reply advertising what this host can do.
 
+use crate::crypto::session_key;
 use ring::aead;
 use thiserror::Error;
 
@@ -206,26 +207,24 @@ pub enum Origin {
     Host,
 }
 
-fn iv(seq: u32, origin: Origin) -> aead::Nonce {
+/// The 12-byte IV encrypted RTSP and the control stream share: `LE32(seq) ‖ 00×6 ‖ origin ‖
+/// stream`, with stream `'R'` for RTSP and `'C'` for control.
+pub(crate) fn iv(seq: u32, origin: Origin, stream: u8) -> aead::Nonce {
     let mut n = [0u8; 12];
     n[..4].copy_from_slice(&seq.to_le_bytes());
     n[10] = match origin {
         Origin::Client => b'C',
         Origin::Host => b'H',
     };
-    n[11] = b'R';
+    n[11] = stream;
     aead::Nonce::assume_unique_for_key(n)
-}
-
-fn key(k: &[u8; 16]) -> aead::LessSafeKey {
-    aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_128_GCM, k).expect("16-byte key"))
 }
 
 /// Wraps a whole plaintext message in the encrypted-RTSP envelope.
 pub fn seal(k: &[u8; 16], seq: u32, origin: Origin, plaintext: &[u8]) -> Vec<u8> {
     let mut ct = plaintext.to_vec();
-    let tag = key(k)
-        .seal_in_place_separate_tag(iv(seq, origin), aead::Aad::empty(), &mut ct)
+    let tag = session_key(k)
+        .seal_in_place_separate_tag(iv(seq, origin, b'R'), aead::Aad::empty(), &mut ct)
         .expect("AES-GCM sealing of a bounded message");
     let mut out = Vec::with_capacity(ENVELOPE_HEADER + ct.len());
     out.extend_from_slice(&(ENCRYPTED_FLAG | plaintext.len() as u32).to_be_bytes());
@@ -259,8 +258,8 @@ pub fn open(
     let seq = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes"));
     let mut ct = buf[ENVELOPE_HEADER..ENVELOPE_HEADER + len].to_vec();
     ct.extend_from_slice(&buf[8..24]);
-    let pt = key(k)
-        .open_in_place(iv(seq, origin), aead::Aad::empty(), &mut ct)
+    let pt = session_key(k)
+        .open_in_place(iv(seq, origin, b'R'), aead::Aad::empty(), &mut ct)
         .map_err(|_| RtspError::Crypto)?;
     Ok(Some((pt.to_vec(), seq, ENVELOPE_HEADER + len)))
 }

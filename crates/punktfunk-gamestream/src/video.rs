@@ -127,14 +127,7 @@ impl VideoPacketizer {
             min_parity: min_parity.min(32),
             seq: 0,
             fec: Gf8Cauchy::new(),
-            cipher: key.map(|k| {
-                (
-                    aead::LessSafeKey::new(
-                        aead::UnboundKey::new(&aead::AES_128_GCM, k).expect("16-byte key"),
-                    ),
-                    0,
-                )
-            }),
+            cipher: key.map(|k| (crate::crypto::session_key(k), 0)),
         })
     }
 
@@ -185,8 +178,9 @@ impl VideoPacketizer {
             nb = MAX_BLOCKS;
         }
         let block_bytes = (insert_len / nb).div_ceil(b) * b;
-        // Data shards per block; every block starts on a shard boundary.
-        let mut data = Vec::with_capacity(nb);
+        // Per block: data shards (every block starts on a shard boundary), parity shards and
+        // the percentage advertised for them.
+        let mut geometry: Vec<(usize, usize, usize)> = Vec::with_capacity(nb);
         let mut left = chunks;
         for i in 0..nb {
             let d = if i + 1 == nb {
@@ -197,8 +191,18 @@ impl VideoPacketizer {
             if d == 0 || d > MAX_BLOCK_SHARDS {
                 return Err(VideoError::FrameTooLarge(bitstream_len));
             }
-            data.push(d);
             left -= d;
+            let mut p = (d * f).div_ceil(100);
+            let mut fi = f;
+            if f != 0 && p < self.min_parity as usize {
+                p = self.min_parity as usize;
+                fi = (100 * p / d).min(255);
+                p = (d * fi).div_ceil(100);
+            }
+            if p > 0 && d + p > 255 {
+                p = 255 - d;
+            }
+            geometry.push((d, p, fi));
         }
 
         // The frame byte stream, zero-padded to whole shards: header then bitstream.
@@ -216,24 +220,8 @@ impl VideoPacketizer {
         let stride = self.datagram_len();
         let off = if enc { ENCRYPTION_HEADER } else { 0 };
         let blocks_field = ((nb - 1) << 6) as u8;
-        // Parity per block first, so the buffer is sized once. It is not cleared: every byte of
-        // every datagram is written below (the zero-fill of a 60 KB frame showed up in profiles).
-        let geometry: Vec<(usize, usize, usize)> = data
-            .iter()
-            .map(|&d| {
-                let mut p = (d * f).div_ceil(100);
-                let mut fi = f;
-                if f != 0 && p < self.min_parity as usize {
-                    p = self.min_parity as usize;
-                    fi = (100 * p / d).min(255);
-                    p = (d * fi).div_ceil(100);
-                }
-                if p > 0 && d + p > 255 {
-                    p = 255 - d;
-                }
-                (d, p, fi)
-            })
-            .collect();
+        // The buffer is sized once and not cleared: every byte of every datagram is written
+        // below (the zero-fill of a 60 KB frame showed up in profiles).
         let frame_len: usize = geometry.iter().map(|(d, p, _)| (d + p) * stride).sum();
         out.resize(frame_len, 0);
         let mut shape = FrameShape {
@@ -468,11 +456,7 @@ impl VideoReassembler {
     pub fn new(packet_size: u32, key: Option<&[u8; 16]>) -> VideoReassembler {
         VideoReassembler {
             packet_size: packet_size as usize,
-            key: key.map(|k| {
-                aead::LessSafeKey::new(
-                    aead::UnboundKey::new(&aead::AES_128_GCM, k).expect("16-byte key"),
-                )
-            }),
+            key: key.map(crate::crypto::session_key),
             fec: Gf8Cauchy::new(),
             pending: Vec::new(),
             last_done: None,

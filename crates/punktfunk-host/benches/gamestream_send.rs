@@ -20,6 +20,7 @@ use punktfunk_core::packetizer::{
 };
 use punktfunk_core::session::SendSession;
 use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
+use punktfunk_host::pipeline::thread_cpu_us;
 use punktfunk_media::{open_encoder, BgraFrame, Converter, EncoderConfig, TestPattern, YuvFrame};
 use punktfunk_net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,16 +28,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const PACKET_SIZE: usize = 1392; // what Moonlight announces on a LAN (1024 when "remote")
-
-fn cpu_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
-}
 
 fn pct(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();
@@ -136,7 +127,7 @@ fn main() {
                 &encoded[1 + (n - 1) % (encoded.len() - 1)]
             };
             let t = Instant::now();
-            let c = cpu_us();
+            let c = thread_cpu_us();
             let dlen = if path == Path::Punktfunk1 {
                 p1.send_frame(
                     &f.data,
@@ -174,7 +165,7 @@ fn main() {
                 }
                 d
             };
-            prep.push(cpu_us() - c);
+            prep.push(thread_cpu_us() - c);
             let bytes = if path == Path::Punktfunk1 {
                 batch.as_bytes()
             } else {
@@ -183,7 +174,7 @@ fn main() {
             for burst in bytes.chunks(64 * dlen) {
                 let _ = tx.send_batch(to, burst, dlen);
             }
-            cpu.push(cpu_us() - c);
+            cpu.push(thread_cpu_us() - c);
             wall.push(t.elapsed().as_micros() as u64);
             next += interval;
             if let Some(d) = next.checked_duration_since(Instant::now()) {

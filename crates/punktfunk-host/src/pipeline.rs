@@ -470,7 +470,7 @@ fn send_loop(
 }
 
 /// CPU time of the calling thread, µs.
-pub(crate) fn thread_cpu_us() -> u64 {
+pub fn thread_cpu_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

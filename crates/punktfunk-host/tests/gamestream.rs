@@ -49,7 +49,7 @@ struct Host {
     child: Child,
     base: u16,
     dir: std::path::PathBuf,
-    /// The host's log lines (stderr, colour codes removed).
+    /// The host's log lines (stderr).
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -76,7 +76,7 @@ impl Host {
         let l = log.clone();
         std::thread::spawn(move || {
             for line in err.lines().map_while(Result::ok) {
-                l.lock().unwrap().push(strip_ansi(&line));
+                l.lock().unwrap().push(line);
             }
         });
         let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -183,24 +183,6 @@ fn short_game(dir: &Path, id: u32, secs: u32) {
         format!("[[app]]\nid = {id}\ntitle = \"Short game\"\ncommand = [\"sleep\", \"{secs}\"]\n"),
     )
     .unwrap();
-}
-
-/// A log line without terminal colour codes.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for c in it.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// GET over plain HTTP to the host's nvhttp port; returns the body.
@@ -876,7 +858,9 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
     let mut video = VideoReassembler::new(992, Some(&KEY));
     let mut audio = AudioReceiver::new(Some(KEY), KEY_ID as u32, 5);
     let mut opus = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
-    let mut pcm = Vec::new();
+    // Decoded audio by sequence number, so a packet lost for good leaves a gap of its own length
+    // instead of shifting the phase of everything after it.
+    let mut pcm_by_seq = std::collections::BTreeMap::new();
     let mut decoder = Decoder::new(if codec == 1 { Codec::HEVC } else { Codec::H264 }).unwrap();
     let mut run = StreamRun::default();
     let mut buf = vec![0u8; 4096];
@@ -952,7 +936,7 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
                 run.audio_recovered += u32::from(p.recovered);
                 let mut out = vec![0i16; 48 * 5 * 2];
                 let k = opus.decode(&p.opus, &mut out, false).unwrap();
-                pcm.extend_from_slice(&out[..k * 2]);
+                pcm_by_seq.insert(p.seq, out[..k * 2].to_vec());
             }
         }
         let Ok((n, _)) = vsock.recv_from(&mut buf) else {
@@ -988,6 +972,15 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
     for _ in 0..50 {
         let _ = enet_host.service();
         std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut pcm = Vec::new();
+    if let (Some(&first), Some(&last)) = (pcm_by_seq.keys().next(), pcm_by_seq.keys().last()) {
+        for seq in first..=last {
+            match pcm_by_seq.get(&seq) {
+                Some(samples) => pcm.extend_from_slice(samples),
+                None => pcm.resize(pcm.len() + 48 * 5 * 2, 0),
+            }
+        }
     }
     let ch = |c: usize, f: f64| punktfunk_host::audio::tone_strength(&pcm, 2, c, f);
     run.left_440 = ch(0, 440.0);

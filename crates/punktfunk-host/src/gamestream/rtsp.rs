@@ -98,7 +98,7 @@ async fn connection(inner: &Arc<Inner>, mut sock: TcpStream) -> std::io::Result<
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_REQUEST + ENVELOPE_HEADER {
-            return reply(&mut sock, None, Reply::new(413, None)).await;
+            return reply(inner, &mut sock, None, Reply::new(413, None)).await;
         }
         let is_envelope = buf[0] & 0x80 != 0;
         if encrypted != is_envelope {
@@ -107,7 +107,7 @@ async fn connection(inner: &Arc<Inner>, mut sock: TcpStream) -> std::io::Result<
                 encrypted,
                 "RTSP request in the wrong encryption mode refused"
             );
-            return reply(&mut sock, None, Reply::new(400, None)).await;
+            return reply(inner, &mut sock, None, Reply::new(400, None)).await;
         }
         let plain = if encrypted {
             let k = key.expect("encrypted implies a launch");
@@ -115,7 +115,7 @@ async fn connection(inner: &Arc<Inner>, mut sock: TcpStream) -> std::io::Result<
                 Ok(None) => continue,
                 Ok(Some((pt, _, used))) if used == buf.len() => pt,
                 Ok(Some(_)) => {
-                    return reply(&mut sock, None, Reply::new(400, None)).await;
+                    return reply(inner, &mut sock, None, Reply::new(400, None)).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "encrypted RTSP request refused");
@@ -129,11 +129,23 @@ async fn connection(inner: &Arc<Inner>, mut sock: TcpStream) -> std::io::Result<
             Ok(Some(r)) => break r,
             Ok(None) if !encrypted => continue,
             Ok(None) => {
-                return reply(&mut sock, key.filter(|_| encrypted), Reply::new(400, None)).await
+                return reply(
+                    inner,
+                    &mut sock,
+                    key.filter(|_| encrypted),
+                    Reply::new(400, None),
+                )
+                .await
             }
             Err(e) => {
                 tracing::debug!(error = %e, "bad RTSP request");
-                return reply(&mut sock, key.filter(|_| encrypted), Reply::new(400, None)).await;
+                return reply(
+                    inner,
+                    &mut sock,
+                    key.filter(|_| encrypted),
+                    Reply::new(400, None),
+                )
+                .await;
             }
         }
     };
@@ -142,24 +154,26 @@ async fn connection(inner: &Arc<Inner>, mut sock: TcpStream) -> std::io::Result<
     if out.status() != 200 {
         tracing::info!(method = %req.method, status = out.status(), "RTSP request refused");
     }
-    let sealed_key = key.filter(|_| encrypted);
-    if let Some(k) = sealed_key {
-        let seq = {
-            let mut s = inner.seq.lock().unwrap_or_else(|e| e.into_inner());
-            *s = s.wrapping_add(1);
-            *s
-        };
-        let bytes = rtsp::seal(&k, seq, Origin::Host, &out.to_bytes());
-        sock.write_all(&bytes).await?;
-    } else {
-        sock.write_all(&out.to_bytes()).await?;
-    }
-    sock.shutdown().await
+    reply(inner, &mut sock, key.filter(|_| encrypted), out).await
 }
 
-async fn reply(sock: &mut TcpStream, key: Option<[u8; 16]>, r: Reply) -> std::io::Result<()> {
+/// Writes the reply (sealed with the host's next sequence number when `key` is given) and
+/// closes: one request per connection.
+async fn reply(
+    inner: &Inner,
+    sock: &mut TcpStream,
+    key: Option<[u8; 16]>,
+    r: Reply,
+) -> std::io::Result<()> {
     let bytes = match key {
-        Some(k) => rtsp::seal(&k, 0, Origin::Host, &r.to_bytes()),
+        Some(k) => {
+            let seq = {
+                let mut s = inner.seq.lock().unwrap_or_else(|e| e.into_inner());
+                *s = s.wrapping_add(1);
+                *s
+            };
+            rtsp::seal(&k, seq, Origin::Host, &r.to_bytes())
+        }
         None => r.to_bytes(),
     };
     sock.write_all(&bytes).await?;

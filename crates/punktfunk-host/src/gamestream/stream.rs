@@ -19,6 +19,7 @@ use crate::audio::{AudioSource, OpusEncoder, ToneSource, SAMPLE_RATE};
 use crate::dataplane::Destination;
 use crate::inject::{InputInjector, LogInjector};
 use crate::pipeline::{thread_cpu_us, Command, EncodeSettings, EncodeThread, Encoded};
+use crate::serve::percentile;
 use punktfunk_core::control::{Codec, Mode};
 use punktfunk_gamestream::audio::AudioPacketizer;
 use punktfunk_gamestream::control::{self as ctl, ClientMessage, ControlCipher};
@@ -27,7 +28,7 @@ use punktfunk_gamestream::plan::{SessionPlan, VideoCodec};
 use punktfunk_gamestream::rtsp::Origin;
 use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
 use punktfunk_media::Colour;
-use punktfunk_net::UdpSocket;
+use punktfunk_net::{ImpairConfig, Impairment, UdpSocket};
 use rusty_enet as enet;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -164,19 +165,11 @@ impl ActiveSession {
             let _ = t.join();
         }
         let s = &self.stats;
-        let mut cpu = s
+        let cpu = s
             .send_cpu_us
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        cpu.sort_unstable();
-        let p = |q: f64| -> u32 {
-            if cpu.is_empty() {
-                0
-            } else {
-                cpu[((cpu.len() - 1) as f64 * q).round() as usize]
-            }
-        };
         let inputs = self
             .input_kinds
             .lock()
@@ -204,8 +197,8 @@ impl ActiveSession {
             control_dropped = s.control_dropped.load(Ordering::Relaxed),
             input_events = s.input_events.load(Ordering::Relaxed),
             input_dropped = s.input_dropped.load(Ordering::Relaxed),
-            send_cpu_p50_us = p(0.5),
-            send_cpu_p99_us = p(0.99),
+            send_cpu_p50_us = percentile(&cpu, 50.0),
+            send_cpu_p99_us = percentile(&cpu, 99.0),
             inputs = %inputs,
             "GameStream session ended"
         );
@@ -233,30 +226,27 @@ pub struct Drops {
     pub audio: f64,
 }
 
-/// Drops datagrams at random with a fixed probability (xorshift; no need for quality).
-struct Dropper {
-    fraction: f64,
-    state: u64,
+/// The project's impairment model with random loss only, for the drop testing aids (`None`
+/// when nothing is dropped).
+fn dropper(fraction: f64, seed: u64) -> Option<Impairment> {
+    (fraction > 0.0).then(|| {
+        Impairment::new(ImpairConfig {
+            loss: fraction,
+            seed,
+            ..Default::default()
+        })
+    })
 }
 
-impl Dropper {
-    fn new(fraction: f64, seed: u64) -> Dropper {
-        Dropper {
-            fraction,
-            state: seed | 1,
-        }
-    }
-
-    /// Whether the next datagram is dropped.
-    fn drop_next(&mut self) -> bool {
-        if self.fraction <= 0.0 {
-            return false;
-        }
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        ((self.state >> 11) as f64 / (1u64 << 53) as f64) < self.fraction
-    }
+/// Whether `dropper` lets `datagram` through (no delay is configured: what passes comes straight
+/// back out).
+fn passes(dropper: &mut Option<Impairment>, datagram: &[u8]) -> bool {
+    let Some(imp) = dropper else {
+        return true;
+    };
+    let now = Instant::now();
+    imp.push(now, datagram.to_vec());
+    imp.poll(now).is_some()
 }
 
 /// Ports and options of the streaming side.
@@ -477,7 +467,7 @@ fn video_loop(
     let mut out = Vec::new();
     let mut index: u32 = 0;
     let dlen = pk.datagram_len();
-    let mut dropper = Dropper::new(host.drops.video, 0x9E37_79B9_7F4A_7C15);
+    let mut dropper = dropper(host.drops.video, 0x9E37_79B9_7F4A_7C15);
     let mut survivors = Vec::new();
     while !s.ended() {
         let f = match frames.recv_timeout(Duration::from_millis(100)) {
@@ -532,10 +522,10 @@ fn video_loop(
             continue;
         }
         let mut payload: &[u8] = &out;
-        if host.drops.video > 0.0 {
+        if dropper.is_some() {
             survivors.clear();
             for dg in out.chunks(dlen) {
-                if !dropper.drop_next() {
+                if passes(&mut dropper, dg) {
                     survivors.extend_from_slice(dg);
                 }
             }
@@ -592,7 +582,7 @@ fn audio_loop(
     let mut pcm = vec![0i16; samples * channels];
     let mut buf = vec![0u8; 1400];
     let mut pk = AudioPacketizer::new(s.plan.audio_encrypted.then_some(s.key), s.key_id, ms);
-    let mut dropper = Dropper::new(host.drops.audio, 0x2545_F491_4F6C_DD1D);
+    let mut dropper = dropper(host.drops.audio, 0x2545_F491_4F6C_DD1D);
     tracing::info!(
         source = source.name(),
         packet_ms = ms,
@@ -620,7 +610,7 @@ fn audio_loop(
             }
         };
         for dg in pk.push(&buf[..n]) {
-            if !dropper.drop_next() {
+            if passes(&mut dropper, &dg) {
                 let _ = host.audio.send_to(&dg, to);
             }
         }
