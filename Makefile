@@ -38,6 +38,7 @@ bench: deps
 	$(CARGO) bench -p punktfunk-core
 	$(CARGO) bench -p punktfunk-net
 	$(CARGO) bench -p punktfunk-media
+	$(CARGO) bench -p punktfunk-host --bench gamestream_send
 
 # Short fuzz runs (needs a nightly toolchain and cargo-fuzz); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30

@@ -11,6 +11,8 @@ PACKAGES=(build-essential pkg-config ca-certificates)
 PACKAGES+=(clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev)
 # Audio: libopus (the opus crate links the system library found through pkg-config).
 PACKAGES+=(libopus-dev)
+# Benchmarks: a veth pair into a network namespace stands in for a NIC (iproute2, ethtool).
+PACKAGES+=(iproute2 ethtool)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
