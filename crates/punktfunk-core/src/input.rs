@@ -192,6 +192,20 @@ pub enum InputEvent {
     },
 }
 
+/// Feedback from the host's desktop back to a client's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// Force feedback on a gamepad: motor strengths, 0 = off.
+    Rumble {
+        /// Pad slot (0-based).
+        pad: u8,
+        /// Low-frequency (large) motor, 0..=65535.
+        low: u16,
+        /// High-frequency (small) motor, 0..=65535.
+        high: u16,
+    },
+}
+
 /// Why a batch could not be decoded. Always the sender's fault.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -17,3 +17,4 @@ pub mod inject;
 pub mod mdns;
 pub mod pipeline;
 pub mod serve;
+pub mod stats;

@@ -117,6 +117,11 @@ struct ServeArgs {
     /// Testing aid: the same for GameStream audio datagrams (data and FEC packets alike).
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     gamestream_drop_audio: f64,
+    /// Testing aid: answer each change of a client gamepad's triggers with rumble on that pad
+    /// (left trigger drives the low-frequency motor, right the high), to exercise the rumble
+    /// path without a game.
+    #[arg(long)]
+    gamestream_rumble_echo: bool,
     /// Name Moonlight shows for this host (default: the machine's host name).
     #[arg(long)]
     name: Option<String>,
@@ -214,9 +219,10 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
             base_port: a.gamestream_port,
             hostname: a.name.clone().unwrap_or_else(machine_name),
             fec_percent: a.gamestream_fec,
-            drops: punktfunk_host::gamestream::stream::Drops {
-                video: a.gamestream_drop_video,
-                audio: a.gamestream_drop_audio,
+            aids: punktfunk_host::gamestream::stream::TestAids {
+                drop_video: a.gamestream_drop_video,
+                drop_audio: a.gamestream_drop_audio,
+                rumble_echo: a.gamestream_rumble_echo,
             },
         }),
         mdns: !a.no_mdns,

@@ -9,6 +9,7 @@
 //! stop) reach the encode thread through a channel it polls once per frame.
 
 use crate::dataplane::Destination;
+use crate::stats::Histogram;
 use punktfunk_core::control::{Mode, Welcome};
 use punktfunk_core::crypto::packet_key;
 use punktfunk_core::fec::FecPolicy;
@@ -42,19 +43,19 @@ pub enum Command {
     },
 }
 
-/// Per-stage timings of the host, µs, one entry per frame.
+/// Per-stage timings of the host, µs, one sample per frame.
 #[derive(Debug, Default, Clone)]
 pub struct StageTimes {
     /// Drawing the test pattern (the stand-in for capture; before the capture timestamp).
-    pub render_us: Vec<u32>,
+    pub render_us: Histogram,
     /// Colour conversion.
-    pub convert_us: Vec<u32>,
+    pub convert_us: Histogram,
     /// Encoding.
-    pub encode_us: Vec<u32>,
+    pub encode_us: Histogram,
     /// Packetize + FEC + seal + send syscalls, wall time.
-    pub send_us: Vec<u32>,
+    pub send_us: Histogram,
     /// The same, CPU time of the send thread (what the work costs without preemption).
-    pub send_cpu_us: Vec<u32>,
+    pub send_cpu_us: Histogram,
     /// Frames sent.
     pub frames: u64,
     /// Bytes of encoded video sent.
@@ -404,9 +405,9 @@ fn encode_loop(
         let encode_us = t.elapsed().as_micros() as u32;
         {
             let mut tm = times.lock().unwrap_or_else(|e| e.into_inner());
-            tm.render_us.push(render_us);
-            tm.convert_us.push(convert_us);
-            tm.encode_us.push(encode_us);
+            tm.render_us.record(render_us);
+            tm.convert_us.record(convert_us);
+            tm.encode_us.record(encode_us);
         }
         index = index.wrapping_add(1);
         if let Some(f) = out {
@@ -461,8 +462,8 @@ fn send_loop(
         let send_us = t.elapsed().as_micros() as u32;
         let send_cpu_us = thread_cpu_us().saturating_sub(cpu) as u32;
         let mut tm = times.lock().unwrap_or_else(|e| e.into_inner());
-        tm.send_us.push(send_us);
-        tm.send_cpu_us.push(send_cpu_us);
+        tm.send_us.record(send_us);
+        tm.send_cpu_us.record(send_cpu_us);
         tm.frames += 1;
         tm.bytes += f.data.len() as u64;
         tm.keyframes += u64::from(f.keyframe);

@@ -8,6 +8,7 @@
 use crate::dataplane::DataPlane;
 use crate::inject::{InputInjector, LogInjector};
 use crate::pipeline::{Command, Pipeline, PipelineConfig};
+use crate::stats::Histogram;
 use anyhow::{Context, Result};
 use punktfunk_core::control::{datagram, ByeReason, ClockReply, Codec, Message, Mode};
 use punktfunk_core::crypto::{packet_key, CipherSuite, Opener};
@@ -69,7 +70,7 @@ pub struct GameStreamOptions {
     /// FEC percentage for GameStream video blocks.
     pub fec_percent: u32,
     /// Testing aid: drop these fractions of outgoing GameStream video and audio datagrams.
-    pub drops: crate::gamestream::stream::Drops,
+    pub aids: crate::gamestream::stream::TestAids,
 }
 
 /// `ServerCodecModeSupport` bits for the codecs whose encoders open on this machine (logged).
@@ -195,14 +196,17 @@ async fn start_gamestream_streams(
         },
         gs.clone(),
         cfg.prefer_hardware,
-        o.drops,
+        o.aids,
     )?;
-    if o.drops.video > 0.0 || o.drops.audio > 0.0 {
+    if o.aids.drop_video > 0.0 || o.aids.drop_audio > 0.0 {
         tracing::warn!(
-            video = o.drops.video,
-            audio = o.drops.audio,
+            video = o.aids.drop_video,
+            audio = o.aids.drop_audio,
             "GameStream: dropping video/audio datagrams on purpose (testing aid)"
         );
+    }
+    if o.aids.rumble_echo {
+        tracing::warn!("GameStream: answering gamepad triggers with rumble (testing aid)");
     }
     let listener = tokio::net::TcpListener::bind((bind, rtsp))
         .await
@@ -242,8 +246,8 @@ fn process_cpu_us() -> u64 {
     us(ru.ru_utime) + us(ru.ru_stime)
 }
 
-fn stage_json(v: &[u32]) -> serde_json::Value {
-    let ms = |p| f64::from(percentile(v, p)) / 1000.0;
+fn stage_json(v: &Histogram) -> serde_json::Value {
+    let ms = |p| f64::from(v.percentile(p)) / 1000.0;
     serde_json::json!({ "p50": ms(50.0), "p95": ms(95.0), "p99": ms(99.0) })
 }
 
@@ -549,20 +553,9 @@ async fn session(
         bytes = t.bytes,
         input_events,
         injector = injector.name(),
-        encode_p50_us = percentile(&t.encode_us, 50.0),
-        send_p99_us = percentile(&t.send_us, 99.0),
+        encode_p50_us = t.encode_us.percentile(50.0),
+        send_p99_us = t.send_us.percentile(99.0),
         "session ended"
     );
     result
-}
-
-/// The `p`-th percentile of `v` (nearest rank), 0 for an empty slice.
-pub fn percentile(v: &[u32], p: f64) -> u32 {
-    if v.is_empty() {
-        return 0;
-    }
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
 }

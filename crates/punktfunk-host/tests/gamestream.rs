@@ -721,6 +721,10 @@ struct StreamRun {
     left_660: f64,
     right_660: f64,
     termination: Option<u32>,
+    /// Rumble messages from the host: (controller, low motor, high motor).
+    rumble: Vec<(u16, u16, u16)>,
+    /// The trigger values sent, in order: (left, right).
+    triggers_sent: Vec<(u8, u8)>,
 }
 
 /// Runs the RTSP handshake, the control stream and receives `frames` video frames (or until
@@ -909,7 +913,11 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
                     ctl::kind::INPUT,
                     &input(0x04, &[0, 0x41, 0x80, 0, 0, 0]),
                 );
-                let mut pad = vec![0x1A, 0, 0, 0, 1, 0, 0x14, 0, 0x00, 0x10, 0, 0];
+                // Pad 0 with the A button held and triggers that change every time.
+                let triggers = ((tick / 10 * 40) as u8, 255 - (tick / 10 * 40) as u8);
+                run.triggers_sent.push(triggers);
+                let mut pad = vec![0x1A, 0, 0, 0, 1, 0, 0x14, 0, 0x00, 0x10];
+                pad.extend_from_slice(&[triggers.0, triggers.1]);
                 pad.extend_from_slice(&[0; 8]);
                 pad.extend_from_slice(&[0x9C, 0, 0, 0, 0x55, 0]);
                 send(&mut enet_host, 0x10, ctl::kind::INPUT, &input(0x0C, &pad));
@@ -922,6 +930,13 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
                     if m.kind == ctl::kind::TERMINATION {
                         run.termination =
                             Some(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+                    }
+                    if m.kind == ctl::kind::RUMBLE {
+                        // 4 reserved bytes, then controller, low and high motor (LE16 each).
+                        assert_eq!(m.payload.len(), 10, "{:?}", m.payload);
+                        let le = |i: usize| u16::from_le_bytes([m.payload[i], m.payload[i + 1]]);
+                        assert_eq!(&m.payload[..4], &[0; 4]);
+                        run.rumble.push((le(4), le(6), le(8)));
                     }
                 }
                 enet::EventNoRef::Disconnect { .. } => {
@@ -1015,7 +1030,7 @@ fn a_session_streams_video_audio_and_takes_input_then_resumes() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (me, _) = clients();
-    let host = Host::start(dir.path());
+    let host = Host::start_with(dir.path(), &["--no-mdns", "--gamestream-rumble-echo"]);
     let r4 = pair(&host, me, "4321", "4321", true).unwrap();
     assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
     launch(&host, me, false);
@@ -1038,6 +1053,17 @@ fn a_session_streams_video_audio_and_takes_input_then_resumes() {
         "{run:?}"
     );
     assert!(run.right_660 > 2000.0, "{run:?}");
+    // Rumble: the echo aid answers each new trigger position on pad 0, in order.
+    let mut want = Vec::new();
+    let mut last = (0, 0);
+    for &t in &run.triggers_sent {
+        if t != last {
+            want.push((0, u16::from(t.0) * 257, u16::from(t.1) * 257));
+            last = t;
+        }
+    }
+    assert!(!run.rumble.is_empty(), "{run:?}");
+    assert_eq!(run.rumble, want[..run.rumble.len()], "{run:?}");
     let end = host.wait_log(&["GameStream session ended", "client disconnected"], 10);
     for part in [
         "key=",
@@ -1048,6 +1074,20 @@ fn a_session_streams_video_audio_and_takes_input_then_resumes() {
     ] {
         assert!(end.contains(part), "{part} in {end}");
     }
+    let rumble_sent: usize = end
+        .split("rumble_sent=")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (run.rumble.len()..=want.len()).contains(&rumble_sent),
+        "{rumble_sent} rumble messages sent, {} received: {end}",
+        run.rumble.len()
+    );
     // The app keeps running: /resume starts a new session, here with HEVC.
     launch(&host, me, true);
     let again = stream(&host, 20, 1);
@@ -1090,6 +1130,7 @@ fn video_and_audio_survive_five_percent_loss_through_fec() {
     // Audio: lost packets come back from the 4 + 2 FEC, and the tone is intact.
     assert!(run.audio_recovered > 5, "{run:?}");
     assert!(run.left_440 > 2000.0 && run.right_660 > 2000.0, "{run:?}");
+    assert!(run.rumble.is_empty(), "no rumble without a source of it");
     host.wait_log(&["dropping video/audio datagrams on purpose"], 1);
 }
 

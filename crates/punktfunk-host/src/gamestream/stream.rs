@@ -17,10 +17,11 @@
 use super::nvhttp::GameStream;
 use crate::audio::{AudioSource, OpusEncoder, ToneSource, SAMPLE_RATE};
 use crate::dataplane::Destination;
-use crate::inject::{InputInjector, LogInjector};
+use crate::inject::{InputInjector, LogInjector, RumbleEchoInjector};
 use crate::pipeline::{thread_cpu_us, Command, EncodeSettings, EncodeThread, Encoded};
-use crate::serve::percentile;
+use crate::stats::Histogram;
 use punktfunk_core::control::{Codec, Mode};
+use punktfunk_core::input::Feedback;
 use punktfunk_gamestream::audio::AudioPacketizer;
 use punktfunk_gamestream::control::{self as ctl, ClientMessage, ControlCipher};
 use punktfunk_gamestream::input::{self, Input};
@@ -84,7 +85,9 @@ pub struct SessionStats {
     /// Input packets dropped as malformed.
     pub input_dropped: AtomicU64,
     /// Send-path time per frame (packetize + FEC + encrypt + send), µs, CPU time.
-    pub send_cpu_us: Mutex<Vec<u32>>,
+    pub send_cpu_us: Mutex<Histogram>,
+    /// Rumble messages sent to the client.
+    pub rumble_sent: AtomicU64,
 }
 
 /// One streaming session.
@@ -197,8 +200,9 @@ impl ActiveSession {
             control_dropped = s.control_dropped.load(Ordering::Relaxed),
             input_events = s.input_events.load(Ordering::Relaxed),
             input_dropped = s.input_dropped.load(Ordering::Relaxed),
-            send_cpu_p50_us = percentile(&cpu, 50.0),
-            send_cpu_p99_us = percentile(&cpu, 99.0),
+            rumble_sent = s.rumble_sent.load(Ordering::Relaxed),
+            send_cpu_p50_us = cpu.percentile(50.0),
+            send_cpu_p99_us = cpu.percentile(99.0),
             inputs = %inputs,
             "GameStream session ended"
         );
@@ -212,18 +216,20 @@ pub struct StreamHost {
     active: Mutex<Option<Arc<ActiveSession>>>,
     prefer_hardware: bool,
     epoch: Instant,
-    /// Testing aid: fractions of outgoing datagrams dropped on purpose.
-    drops: Drops,
+    /// Testing aids (all off by default).
+    aids: TestAids,
 }
 
-/// Testing aid: how much of each outgoing stream to drop on purpose (0 = none), to watch a
-/// client recover through FEC.
+/// Testing aids, all off by default.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Drops {
-    /// Fraction of video datagrams.
-    pub video: f64,
-    /// Fraction of audio datagrams.
-    pub audio: f64,
+pub struct TestAids {
+    /// Fraction of outgoing video datagrams dropped on purpose (0 = none), to watch a client
+    /// recover through FEC.
+    pub drop_video: f64,
+    /// The same for audio datagrams.
+    pub drop_audio: f64,
+    /// Answer the client's gamepad triggers with rumble ([`crate::inject::RumbleEchoInjector`]).
+    pub rumble_echo: bool,
 }
 
 /// The project's impairment model with random loss only, for the drop testing aids (`None`
@@ -266,7 +272,7 @@ impl StreamHost {
         ports: &StreamPorts,
         gs: GameStream,
         prefer_hardware: bool,
-        drops: Drops,
+        aids: TestAids,
     ) -> anyhow::Result<Arc<StreamHost>> {
         use anyhow::Context;
         let video = Arc::new(
@@ -287,7 +293,7 @@ impl StreamHost {
             active: Mutex::new(None),
             prefer_hardware,
             epoch: Instant::now(),
-            drops,
+            aids,
         });
         let enet_host = enet::Host::new(
             control,
@@ -467,7 +473,7 @@ fn video_loop(
     let mut out = Vec::new();
     let mut index: u32 = 0;
     let dlen = pk.datagram_len();
-    let mut dropper = dropper(host.drops.video, 0x9E37_79B9_7F4A_7C15);
+    let mut dropper = dropper(host.aids.drop_video, 0x9E37_79B9_7F4A_7C15);
     let mut survivors = Vec::new();
     while !s.ended() {
         let f = match frames.recv_timeout(Duration::from_millis(100)) {
@@ -555,7 +561,7 @@ fn video_loop(
         st.send_cpu_us
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(sent_cpu as u32);
+            .record(sent_cpu as u32);
         drain(&host.video);
     }
     *s.commands.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -582,7 +588,7 @@ fn audio_loop(
     let mut pcm = vec![0i16; samples * channels];
     let mut buf = vec![0u8; 1400];
     let mut pk = AudioPacketizer::new(s.plan.audio_encrypted.then_some(s.key), s.key_id, ms);
-    let mut dropper = dropper(host.drops.audio, 0x2545_F491_4F6C_DD1D);
+    let mut dropper = dropper(host.aids.drop_audio, 0x2545_F491_4F6C_DD1D);
     tracing::info!(
         source = source.name(),
         packet_ms = ms,
@@ -624,7 +630,7 @@ struct Attached {
     peer: enet::PeerID,
     cipher: ControlCipher,
     last_heard: Instant,
-    injector: LogInjector,
+    injector: Box<dyn InputInjector>,
 }
 
 fn control_loop(
@@ -634,6 +640,7 @@ fn control_loop(
 ) {
     let mut attached: Option<Attached> = None;
     let mut last_check = Instant::now();
+    let mut feedback = Vec::new();
     loop {
         let mut busy = false;
         loop {
@@ -659,7 +666,11 @@ fn control_loop(
                                 session: s,
                                 peer,
                                 last_heard: Instant::now(),
-                                injector: LogInjector::default(),
+                                injector: if host.aids.rumble_echo {
+                                    Box::new(RumbleEchoInjector::default())
+                                } else {
+                                    Box::new(LogInjector::default())
+                                },
                             });
                         }
                         _ => {
@@ -688,6 +699,9 @@ fn control_loop(
                     handle_control(a, packet.data());
                 }
             }
+        }
+        if let Some(a) = attached.as_mut() {
+            send_feedback(&mut enet_host, a, &mut feedback);
         }
         // Once per 100 ms: session end, app end, silence.
         if last_check.elapsed() >= Duration::from_millis(100) {
@@ -730,6 +744,28 @@ fn control_loop(
         }
         if !busy {
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Forwards the injector's feedback to the client: rumble as sealed 0x010b messages.
+fn send_feedback(
+    enet_host: &mut enet::Host<std::net::UdpSocket>,
+    a: &mut Attached,
+    buf: &mut Vec<Feedback>,
+) {
+    a.injector.feedback(buf);
+    for f in buf.drain(..) {
+        let Feedback::Rumble { pad, low, high } = f;
+        let msg = a
+            .cipher
+            .seal(ctl::kind::RUMBLE, &ctl::rumble(u16::from(pad), low, high));
+        let sent = enet_host
+            .peer_mut(a.peer)
+            .send(0, &enet::Packet::reliable(msg.as_slice()));
+        if sent.is_ok() {
+            a.session.stats.rumble_sent.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(pad, low, high, "rumble sent");
         }
     }
 }
