@@ -19,7 +19,9 @@
 //! The stream is shaped like the host's: one IDR, then P-frames (the encoder runs an infinite
 //! GOP; further IDRs come only when a client asks).
 //!
-//! `cargo bench -p punktfunk-host --bench gamestream_send` (`-- --frames N` to change the count).
+//! `cargo bench -p punktfunk-host --bench gamestream_send` (`-- --frames N` to change the count;
+//! `-- --spin` paces by spinning instead of sleeping, which keeps the CPU awake between frames
+//! and so separates the cost of the work from the cost of a CPU waking from idle).
 
 use punktfunk_core::control::Codec;
 use punktfunk_core::crypto::{packet_key, CipherSuite};
@@ -173,6 +175,7 @@ fn main() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(1800usize);
+    let spin = std::env::args().any(|a| a == "--spin");
     let (w, h) = (1920u32, 1080u32);
     eprintln!("encoding 120 test-pattern frames at {w}x{h}, 20 Mbit/s ...");
     let mut enc = open_encoder(&EncoderConfig {
@@ -294,7 +297,11 @@ fn main() {
             cpu.push(thread_cpu_us() - c);
             wall.push(t.elapsed().as_micros() as u64);
             next += interval;
-            if let Some(d) = next.checked_duration_since(Instant::now()) {
+            if spin {
+                while Instant::now() < next {
+                    std::hint::spin_loop();
+                }
+            } else if let Some(d) = next.checked_duration_since(Instant::now()) {
                 std::thread::sleep(d);
             }
         }
@@ -312,7 +319,8 @@ fn main() {
         );
     };
     println!(
-        "GameStream send path, 1080p60 20 Mbit/s x264 frames (mean {mean} B), packet size {PACKET_SIZE}, {frames_arg} frames"
+        "GameStream send path, 1080p60 20 Mbit/s x264 frames (mean {mean} B), packet size {PACKET_SIZE}, {frames_arg} frames, paced by {}",
+        if spin { "spinning" } else { "sleeping" }
     );
     // The packetizer alone in a hot loop (no sends, caches warm): its cost without the socket.
     for (label, fec_pct, key) in [
