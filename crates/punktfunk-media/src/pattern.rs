@@ -54,10 +54,14 @@ impl TestPattern {
         out.height = self.height;
         out.data.resize(w * h * 4, 0);
         let t = index as usize;
-        let (ox, oy) = ((t * 3) % w, (t * 2) % h);
+        // The offsets wrap at the texture's size, where it repeats seamlessly: the picture
+        // never jumps (a jump would be a scene cut every few seconds).
+        let (ox, oy) = ((t * 3) % tw, (t * 2) % th);
+        let first = (tw - ox).min(w);
         for (y, row) in out.data.chunks_exact_mut(w * 4).enumerate() {
-            let src = ((y + oy) % th) * tw * 4 + ox * 4;
-            row.copy_from_slice(&self.texture[src..src + w * 4]);
+            let line = &self.texture[((y + oy) % th) * tw * 4..][..tw * 4];
+            row[..first * 4].copy_from_slice(&line[ox * 4..(ox + first) * 4]);
+            row[first * 4..].copy_from_slice(&line[..(w - first) * 4]);
         }
         // Moving blocks, each a solid colour.
         let bs = (w.min(h) / 8).max(8);
@@ -86,5 +90,39 @@ impl TestPattern {
                 capture_us,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each frame is the previous one moved 3 px left and 2 px up (outside the four blocks and
+    /// the stamp), at every frame, across the points where the scroll offsets wrap.
+    #[test]
+    fn the_scroll_never_jumps() {
+        let (w, h) = (64usize, 48usize);
+        let mut p = TestPattern::new(w as u32, h as u32);
+        let (mut a, mut b) = (BgraFrame::new(64, 48), BgraFrame::new(64, 48));
+        p.render(0, 0, &mut a);
+        // 3 px a frame wraps 128 px of texture at frame 43, 2 px wraps 96 at frame 48.
+        for t in 1..200u32 {
+            p.render(t, 0, &mut b);
+            fn px(f: &BgraFrame, x: usize, y: usize) -> &[u8] {
+                &f.data[(y * f.width as usize + x) * 4..][..4]
+            }
+            let mut same = 0;
+            for y in 0..h - 2 {
+                for x in 0..w - 3 {
+                    same += usize::from(px(&b, x, y) == px(&a, x + 3, y + 2));
+                }
+            }
+            let share = same as f64 / ((w - 3) * (h - 2)) as f64;
+            assert!(
+                share > 0.75,
+                "frame {t}: only {share:.2} of the picture moved along"
+            );
+            std::mem::swap(&mut a, &mut b);
+        }
     }
 }
