@@ -21,7 +21,9 @@
 //!
 //! `cargo bench -p punktfunk-host --bench gamestream_send` (`-- --frames N` to change the count;
 //! `-- --spin` paces by spinning instead of sleeping, which keeps the CPU awake between frames
-//! and so separates the cost of the work from the cost of a CPU waking from idle).
+//! and so separates the cost of the work from the cost of a CPU waking from idle;
+//! `-- --with-encoder` runs an x264 encoder at 1080p60 beside the sender throughout, as in a
+//! live session, where the encoder keeps the cores busy).
 
 use punktfunk_core::control::Codec;
 use punktfunk_core::crypto::{packet_key, CipherSuite};
@@ -176,6 +178,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1800usize);
     let spin = std::env::args().any(|a| a == "--spin");
+    let with_encoder = std::env::args().any(|a| a == "--with-encoder");
     let (w, h) = (1920u32, 1080u32);
     eprintln!("encoding 120 test-pattern frames at {w}x{h}, 20 Mbit/s ...");
     let mut enc = open_encoder(&EncoderConfig {
@@ -319,8 +322,9 @@ fn main() {
         );
     };
     println!(
-        "GameStream send path, 1080p60 20 Mbit/s x264 frames (mean {mean} B), packet size {PACKET_SIZE}, {frames_arg} frames, paced by {}",
-        if spin { "spinning" } else { "sleeping" }
+        "GameStream send path, 1080p60 20 Mbit/s x264 frames (mean {mean} B), packet size {PACKET_SIZE}, {frames_arg} frames, paced by {}{}",
+        if spin { "spinning" } else { "sleeping" },
+        if with_encoder { ", an x264 encoder running alongside" } else { "" }
     );
     // The packetizer alone in a hot loop (no sends, caches warm): its cost without the socket.
     for (label, fec_pct, key) in [
@@ -351,6 +355,12 @@ fn main() {
             t.elapsed().as_secs_f64() * 1000.0 / n as f64
         );
     }
+    // Optionally the host's other half: the encoder producing the next frames meanwhile.
+    let encoder_stop = Arc::new(AtomicBool::new(false));
+    let background = with_encoder.then(|| {
+        let stop = encoder_stop.clone();
+        std::thread::spawn(move || encode_alongside(w, h, &stop))
+    });
     let veth = VethNamespace::create();
     let mut receivers = vec![("loopback", None, "127.0.0.1", "127.0.0.1")];
     match &veth {
@@ -391,4 +401,44 @@ fn main() {
         let _ = drain.join();
     }
     drop(veth);
+    encoder_stop.store(true, Ordering::Relaxed);
+    if let Some(b) = background {
+        let frames = b.join().expect("background encoder");
+        println!("background encoder: {frames} frames encoded during the runs");
+    }
+}
+
+/// Renders, converts and encodes test-pattern frames at 60 fps until `stop`, like the host's
+/// encode thread during a session; returns the number of frames encoded.
+fn encode_alongside(w: u32, h: u32, stop: &AtomicBool) -> u64 {
+    let mut enc = open_encoder(&EncoderConfig {
+        codec: Codec::H264,
+        width: w,
+        height: h,
+        fps: 60,
+        bitrate_kbps: 20_000,
+        prefer_hardware: false,
+        slices: 1,
+        colour: Default::default(),
+    })
+    .expect("x264");
+    let mut pattern = TestPattern::new(w, h);
+    let mut conv = Converter::new(w, h).unwrap();
+    let (mut bgra, mut yuv) = (BgraFrame::new(w, h), YuvFrame::default());
+    let interval = std::time::Duration::from_micros(16_667);
+    let mut next = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        pattern.render(n as u32, 0, &mut bgra);
+        conv.convert(&bgra, &mut yuv).unwrap();
+        let _ = enc.encode(&yuv, n as i64, n == 0).unwrap();
+        n += 1;
+        next += interval;
+        match next.checked_duration_since(Instant::now()) {
+            Some(d) => std::thread::sleep(d),
+            // Behind: drop the missed ticks, as the host delivers fewer frames then.
+            None => next = Instant::now(),
+        }
+    }
+    n
 }
