@@ -34,7 +34,9 @@ use punktfunk_core::packetizer::{
 use punktfunk_core::session::SendSession;
 use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
 use punktfunk_host::pipeline::thread_cpu_us;
-use punktfunk_media::{open_encoder, BgraFrame, Converter, EncoderConfig, TestPattern, YuvFrame};
+use punktfunk_media::{
+    open_encoder, BgraFrame, Converter, Encoder, EncoderConfig, TestPattern, YuvFrame,
+};
 use punktfunk_net::UdpSocket;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -166,6 +168,21 @@ fn spawn_receiver(
     (rx.recv().expect("receiver bound"), handle)
 }
 
+/// The host's H.264 encoder at 60 fps and 20 Mbit/s, one slice.
+fn encoder(w: u32, h: u32) -> Box<dyn Encoder> {
+    open_encoder(&EncoderConfig {
+        codec: Codec::H264,
+        width: w,
+        height: h,
+        fps: 60,
+        bitrate_kbps: 20_000,
+        prefer_hardware: false,
+        slices: 1,
+        colour: Default::default(),
+    })
+    .expect("x264")
+}
+
 fn pct(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();
     v[((v.len() - 1) as f64 * p).round() as usize]
@@ -181,17 +198,7 @@ fn main() {
     let with_encoder = std::env::args().any(|a| a == "--with-encoder");
     let (w, h) = (1920u32, 1080u32);
     eprintln!("encoding 120 test-pattern frames at {w}x{h}, 20 Mbit/s ...");
-    let mut enc = open_encoder(&EncoderConfig {
-        codec: Codec::H264,
-        width: w,
-        height: h,
-        fps: 60,
-        bitrate_kbps: 20_000,
-        prefer_hardware: false,
-        slices: 1,
-        colour: Default::default(),
-    })
-    .expect("x264");
+    let mut enc = encoder(w, h);
     let mut pattern = TestPattern::new(w, h);
     let mut conv = Converter::new(w, h).unwrap();
     let mut bgra = BgraFrame {
@@ -379,24 +386,16 @@ fn main() {
             "receiver: {label} ({to}), sender send path {}",
             tx.send_path()
         );
-        run(
-            &format!("{label}: baseline: copy into datagrams + send"),
-            Path::Baseline,
-            &tx,
-            to,
-        );
-        run(
-            &format!("{label}: punktfunk/1: packetize + FEC + seal + send"),
-            Path::Punktfunk1,
-            &tx,
-            to,
-        );
-        run(
-            &format!("{label}: GameStream: packetize + FEC + AES + send"),
-            Path::GameStream,
-            &tx,
-            to,
-        );
+        for (name, path) in [
+            ("baseline: copy into datagrams + send", Path::Baseline),
+            (
+                "punktfunk/1: packetize + FEC + seal + send",
+                Path::Punktfunk1,
+            ),
+            ("GameStream: packetize + FEC + AES + send", Path::GameStream),
+        ] {
+            run(&format!("{label}: {name}"), path, &tx, to);
+        }
         stop.store(true, Ordering::Relaxed);
         let _ = drain.join();
     }
@@ -411,17 +410,7 @@ fn main() {
 /// Renders, converts and encodes test-pattern frames at 60 fps until `stop`, like the host's
 /// encode thread during a session; returns the number of frames encoded.
 fn encode_alongside(w: u32, h: u32, stop: &AtomicBool) -> u64 {
-    let mut enc = open_encoder(&EncoderConfig {
-        codec: Codec::H264,
-        width: w,
-        height: h,
-        fps: 60,
-        bitrate_kbps: 20_000,
-        prefer_hardware: false,
-        slices: 1,
-        colour: Default::default(),
-    })
-    .expect("x264");
+    let mut enc = encoder(w, h);
     let mut pattern = TestPattern::new(w, h);
     let mut conv = Converter::new(w, h).unwrap();
     let (mut bgra, mut yuv) = (BgraFrame::new(w, h), YuvFrame::default());
