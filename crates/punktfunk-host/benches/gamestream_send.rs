@@ -1,11 +1,13 @@
 //! GameStream send path per frame at 1080p60, 20 Mbit/s: SEI strip + packetize + FEC + AES-GCM +
-//! send, on real x264 frames of the test pattern, paced at 60 fps, to a receiver that drains
-//! its socket without GRO (like Moonlight).
+//! send, on x264 frames of the test pattern, to a receiver that drains its socket without GRO
+//! (like Moonlight).
 //!
-//! Prints p50/p99 of the send thread's CPU time and wall time per frame, beside a baseline
-//! measured in the same run: the same frames copied into datagrams and sent with neither FEC
-//! nor encryption (the floor any packetizer pays), and the punktfunk/1 send path on the same
-//! frames. Target: p99 < 0.2 ms.
+//! By default the frames are sent as the host sends them: the thread that encodes a frame
+//! (render, colour conversion, x264 at 1080p60 20 Mbit/s, paced at 60 fps) packetizes and sends
+//! it right after encoding. Prints p50/p99 of that thread's CPU time and wall time for the send
+//! step, beside a baseline measured in the same run: the same frames copied into datagrams and
+//! sent with neither FEC nor encryption (the floor any packetizer pays), and the punktfunk/1
+//! send path on the same frames. Target: p99 < 0.2 ms.
 //!
 //! Two receivers, each with all three paths:
 //! - **loopback**: the sending thread also runs the receiver's network stack (the kernel
@@ -20,10 +22,10 @@
 //! GOP; further IDRs come only when a client asks).
 //!
 //! `cargo bench -p punktfunk-host --bench gamestream_send` (`-- --frames N` to change the count;
-//! `-- --spin` paces by spinning instead of sleeping, which keeps the CPU awake between frames
-//! and so separates the cost of the work from the cost of a CPU waking from idle;
-//! `-- --with-encoder` runs an x264 encoder at 1080p60 beside the sender throughout, as in a
-//! live session, where the encoder keeps the cores busy).
+//! `-- --handover` sends from a second thread that receives each frame from the encoding thread
+//! through a bounded queue and sleeps in between — the host's earlier design, kept to show why
+//! it was left; `-- --handover --spin` makes that thread spin instead of sleeping, which
+//! separates the cost of the work from the cost of a core waking from idle).
 
 use punktfunk_core::control::Codec;
 use punktfunk_core::crypto::{packet_key, CipherSuite};
@@ -188,49 +190,164 @@ fn pct(v: &mut [u64], p: f64) -> u64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-fn main() {
-    let frames_arg = std::env::args()
-        .skip_while(|a| a != "--frames")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1800usize);
-    let spin = std::env::args().any(|a| a == "--spin");
-    let with_encoder = std::env::args().any(|a| a == "--with-encoder");
-    let (w, h) = (1920u32, 1080u32);
-    eprintln!("encoding 120 test-pattern frames at {w}x{h}, 20 Mbit/s ...");
-    let mut enc = encoder(w, h);
-    let mut pattern = TestPattern::new(w, h);
-    let mut conv = Converter::new(w, h).unwrap();
-    let mut bgra = BgraFrame {
-        width: w,
-        height: h,
-        data: Vec::new(),
-    };
-    let mut yuv = YuvFrame {
-        width: w,
-        height: h,
-        data: Vec::new(),
-    };
-    let mut encoded = Vec::new();
-    for i in 0..120u32 {
-        pattern.render(i, 0, &mut bgra);
-        conv.convert(&bgra, &mut yuv).unwrap();
-        if let Some(f) = enc.encode(&yuv, i64::from(i), i == 0).unwrap() {
-            encoded.push(f);
+/// How frames reach the thread that sends them.
+#[derive(Clone, Copy, PartialEq)]
+enum Delivery {
+    /// The encoding thread sends each frame itself (the host).
+    Inline,
+    /// A second thread receives frames through a queue, sleeping (or spinning) in between.
+    Handover { spin: bool },
+}
+
+/// What is sent.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Baseline,
+    Punktfunk1,
+    GameStream,
+}
+
+/// One encoded frame.
+struct Frame {
+    data: Vec<u8>,
+    keyframe: bool,
+}
+
+/// The host's source and encoder: test pattern, colour conversion, x264.
+struct LiveEncoder {
+    enc: Box<dyn Encoder>,
+    pattern: TestPattern,
+    conv: Converter,
+    bgra: BgraFrame,
+    yuv: YuvFrame,
+    n: u32,
+}
+
+impl LiveEncoder {
+    fn new(w: u32, h: u32) -> LiveEncoder {
+        LiveEncoder {
+            enc: encoder(w, h),
+            pattern: TestPattern::new(w, h),
+            conv: Converter::new(w, h).unwrap(),
+            bgra: BgraFrame::new(w, h),
+            yuv: YuvFrame::default(),
+            n: 0,
         }
     }
-    let mean = encoded.iter().map(|f| f.data.len()).sum::<usize>() / encoded.len();
-    eprintln!("{} frames, mean {mean} bytes", encoded.len());
 
-    #[derive(PartialEq)]
-    enum Path {
-        Baseline,
-        Punktfunk1,
-        GameStream,
+    fn next(&mut self) -> Option<Frame> {
+        self.pattern.render(self.n, 0, &mut self.bgra);
+        self.conv.convert(&self.bgra, &mut self.yuv).unwrap();
+        let f = self
+            .enc
+            .encode(&self.yuv, i64::from(self.n), self.n == 0)
+            .unwrap();
+        self.n += 1;
+        f.map(|f| Frame {
+            data: f.data,
+            keyframe: f.keyframe,
+        })
     }
-    let run = |name: &str, path: Path, tx: &UdpSocket, to: SocketAddr| {
-        let mut pk = VideoPacketizer::new(PACKET_SIZE as u32, 20, 2, Some(&[7u8; 16])).unwrap();
-        let mut p1 = SendSession::new(
+}
+
+/// Per-frame figures of one run, µs.
+#[derive(Default)]
+struct Samples {
+    cpu: Vec<u64>,
+    wall: Vec<u64>,
+    prep: Vec<u64>,
+    bytes: usize,
+}
+
+/// The send step for one path: packetizer state and buffers.
+struct Sender<'a> {
+    path: Path,
+    pk: VideoPacketizer,
+    p1: SendSession,
+    batch: PacketBatch,
+    out: Vec<u8>,
+    tx: &'a UdpSocket,
+    to: SocketAddr,
+    n: u32,
+}
+
+impl Sender<'_> {
+    fn send(&mut self, f: &Frame, s: &mut Samples) {
+        let t = Instant::now();
+        let c = thread_cpu_us();
+        let n = self.n;
+        self.n += 1;
+        let dlen = match self.path {
+            Path::Punktfunk1 => {
+                self.p1
+                    .send_frame(
+                        &f.data,
+                        FrameMeta {
+                            timestamp_us: u64::from(n),
+                            keyframe: f.keyframe,
+                        },
+                        &mut self.batch,
+                    )
+                    .unwrap();
+                self.batch.segment_size()
+            }
+            Path::GameStream => {
+                let info = FrameInfo {
+                    index: n + 1,
+                    kind: if f.keyframe {
+                        frame_type::IDR
+                    } else {
+                        frame_type::P
+                    },
+                    rtp_timestamp: n.wrapping_mul(1500),
+                    host_latency: 0,
+                };
+                let (kept, at) = strip_leading_sei(false, &f.data);
+                self.pk
+                    .packetize_parts(&[&kept, &f.data[at..]], info, &mut self.out)
+                    .unwrap();
+                self.pk.datagram_len()
+            }
+            Path::Baseline => {
+                // The bytes copied into whole datagrams, nothing else.
+                let d = PACKET_SIZE + 16;
+                self.out.clear();
+                for chunk in f.data.chunks(PACKET_SIZE - 16) {
+                    let start = self.out.len();
+                    self.out.resize(start + d, 0);
+                    self.out[start + 32..start + 32 + chunk.len()].copy_from_slice(chunk);
+                }
+                d
+            }
+        };
+        s.prep.push(thread_cpu_us() - c);
+        let bytes = if self.path == Path::Punktfunk1 {
+            self.batch.as_bytes()
+        } else {
+            &self.out[..]
+        };
+        for burst in bytes.chunks(64 * dlen) {
+            let _ = self.tx.send_batch(self.to, burst, dlen);
+        }
+        s.cpu.push(thread_cpu_us() - c);
+        s.wall.push(t.elapsed().as_micros() as u64);
+        s.bytes += f.data.len();
+    }
+}
+
+/// Encodes `frames` frames at 60 fps and sends each as `delivery` says; returns the figures.
+fn run(
+    path: Path,
+    delivery: Delivery,
+    frames: usize,
+    (w, h): (u32, u32),
+    tx: &UdpSocket,
+    to: SocketAddr,
+) -> Samples {
+    let mut sender = Sender {
+        path,
+        pk: VideoPacketizer::new(PACKET_SIZE as u32, 20, 2, Some(&[7u8; 16])).unwrap(),
+        p1: SendSession::new(
             PacketizerConfig {
                 max_shard_len: PACKET_SIZE as u16,
                 fec: FecPolicy {
@@ -243,95 +360,95 @@ fn main() {
                 ..PacketizerConfig::default()
             },
             packet_key(CipherSuite::AES_128_GCM, &[1; 16], [2; 12]).unwrap(),
-        );
-        let mut batch = PacketBatch::new();
-        let mut out = Vec::new();
-        let (mut cpu, mut wall, mut prep) = (Vec::new(), Vec::new(), Vec::new());
+        ),
+        batch: PacketBatch::new(),
+        out: Vec::new(),
+        tx,
+        to,
+        n: 0,
+    };
+    let mut s = Samples::default();
+    // The encoding side, paced at 60 fps like the host's encode loop; `each` gets every frame.
+    let encode_paced = |each: &mut dyn FnMut(Frame) -> bool| {
+        let mut live = LiveEncoder::new(w, h);
         let interval = std::time::Duration::from_micros(16_667);
         let mut next = Instant::now();
-        for n in 0..frames_arg {
-            // Like the host's encoder (infinite GOP): one IDR first, P-frames after.
-            let f = if n == 0 {
-                &encoded[0]
-            } else {
-                &encoded[1 + (n - 1) % (encoded.len() - 1)]
-            };
-            let t = Instant::now();
-            let c = thread_cpu_us();
-            let dlen = if path == Path::Punktfunk1 {
-                p1.send_frame(
-                    &f.data,
-                    FrameMeta {
-                        timestamp_us: n as u64,
-                        keyframe: f.keyframe,
-                    },
-                    &mut batch,
-                )
-                .unwrap();
-                batch.segment_size()
-            } else if path == Path::GameStream {
-                let info = FrameInfo {
-                    index: n as u32 + 1,
-                    kind: if f.keyframe {
-                        frame_type::IDR
-                    } else {
-                        frame_type::P
-                    },
-                    rtp_timestamp: n as u32 * 1500,
-                    host_latency: 0,
-                };
-                let (kept, at) = strip_leading_sei(false, &f.data);
-                pk.packetize_parts(&[&kept, &f.data[at..]], info, &mut out)
-                    .unwrap();
-                pk.datagram_len()
-            } else {
-                // Baseline: the bytes copied into whole datagrams, nothing else.
-                let d = PACKET_SIZE + 16;
-                out.clear();
-                for chunk in f.data.chunks(PACKET_SIZE - 16) {
-                    let start = out.len();
-                    out.resize(start + d, 0);
-                    out[start + 32..start + 32 + chunk.len()].copy_from_slice(chunk);
-                }
-                d
-            };
-            prep.push(thread_cpu_us() - c);
-            let bytes = if path == Path::Punktfunk1 {
-                batch.as_bytes()
-            } else {
-                &out[..]
-            };
-            for burst in bytes.chunks(64 * dlen) {
-                let _ = tx.send_batch(to, burst, dlen);
-            }
-            cpu.push(thread_cpu_us() - c);
-            wall.push(t.elapsed().as_micros() as u64);
-            next += interval;
-            if spin {
-                while Instant::now() < next {
-                    std::hint::spin_loop();
-                }
-            } else if let Some(d) = next.checked_duration_since(Instant::now()) {
+        let mut sent = 0;
+        while sent < frames {
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
                 std::thread::sleep(d);
+            } else if Instant::now() - next > interval * 2 {
+                next = Instant::now(); // behind: no catch-up burst, as in the host
+            }
+            next += interval;
+            if let Some(f) = live.next() {
+                sent += 1;
+                if !each(f) {
+                    return;
+                }
             }
         }
-        let (c50, c99) = (pct(&mut cpu, 0.5), pct(&mut cpu, 0.99));
-        let (p50, p99) = (pct(&mut prep, 0.5), pct(&mut prep, 0.99));
-        let (w50, w99) = (pct(&mut wall, 0.5), pct(&mut wall, 0.99));
-        println!(
-            "{name:<52} cpu p50 {:>6.3} ms  p99 {:>6.3} ms   wall p50 {:>6.3} ms  p99 {:>6.3} ms   (before send: cpu p50 {:>6.3} ms  p99 {:>6.3} ms)",
-            c50 as f64 / 1000.0,
-            c99 as f64 / 1000.0,
-            w50 as f64 / 1000.0,
-            w99 as f64 / 1000.0,
-            p50 as f64 / 1000.0,
-            p99 as f64 / 1000.0
-        );
     };
+    match delivery {
+        Delivery::Inline => encode_paced(&mut |f| {
+            sender.send(&f, &mut s);
+            true
+        }),
+        Delivery::Handover { spin } => {
+            let (ftx, frx) = std::sync::mpsc::sync_channel::<Frame>(2);
+            std::thread::scope(|scope| {
+                scope.spawn(move || encode_paced(&mut |f| ftx.send(f).is_ok()));
+                loop {
+                    let f = if spin {
+                        match frx.try_recv() {
+                            Ok(f) => f,
+                            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                                std::hint::spin_loop();
+                                continue;
+                            }
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                        }
+                    } else {
+                        match frx.recv() {
+                            Ok(f) => f,
+                            Err(_) => break,
+                        }
+                    };
+                    sender.send(&f, &mut s);
+                }
+            });
+        }
+    }
+    s
+}
+
+fn main() {
+    let frames_arg = std::env::args()
+        .skip_while(|a| a != "--frames")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1800usize);
+    let delivery = if std::env::args().any(|a| a == "--handover") {
+        Delivery::Handover {
+            spin: std::env::args().any(|a| a == "--spin"),
+        }
+    } else {
+        Delivery::Inline
+    };
+    let (w, h) = (1920u32, 1080u32);
+    eprintln!("encoding 120 test-pattern frames at {w}x{h}, 20 Mbit/s for the hot loop ...");
+    let mut live = LiveEncoder::new(w, h);
+    let encoded: Vec<Frame> = (0..120).filter_map(|_| live.next()).collect();
+    let mean = encoded.iter().map(|f| f.data.len()).sum::<usize>() / encoded.len();
     println!(
-        "GameStream send path, 1080p60 20 Mbit/s x264 frames (mean {mean} B), packet size {PACKET_SIZE}, {frames_arg} frames, paced by {}{}",
-        if spin { "spinning" } else { "sleeping" },
-        if with_encoder { ", an x264 encoder running alongside" } else { "" }
+        "GameStream send path, 1080p60 20 Mbit/s x264 frames of the test pattern, packet size {PACKET_SIZE}, {frames_arg} frames per row, {}",
+        match delivery {
+            Delivery::Inline => "sent by the encoding thread right after encoding (as the host does)",
+            Delivery::Handover { spin: false } =>
+                "handed to a send thread that sleeps between frames",
+            Delivery::Handover { spin: true } =>
+                "handed to a send thread that spins between frames",
+        }
     );
     // The packetizer alone in a hot loop (no sends, caches warm): its cost without the socket.
     for (label, fec_pct, key) in [
@@ -358,16 +475,10 @@ fn main() {
             pk.packetize(&f.data, info, &mut out).unwrap();
         }
         println!(
-            "{label:<44} mean {:>6.3} ms per P-frame",
+            "{label:<44} mean {:>6.3} ms per P-frame (mean {mean} B)",
             t.elapsed().as_secs_f64() * 1000.0 / n as f64
         );
     }
-    // Optionally the host's other half: the encoder producing the next frames meanwhile.
-    let encoder_stop = Arc::new(AtomicBool::new(false));
-    let background = with_encoder.then(|| {
-        let stop = encoder_stop.clone();
-        std::thread::spawn(move || encode_alongside(w, h, &stop))
-    });
     let veth = VethNamespace::create();
     let mut receivers = vec![("loopback", None, "127.0.0.1", "127.0.0.1")];
     match &veth {
@@ -394,40 +505,22 @@ fn main() {
             ),
             ("GameStream: packetize + FEC + AES + send", Path::GameStream),
         ] {
-            run(&format!("{label}: {name}"), path, &tx, to);
+            let mut s = run(path, delivery, frames_arg, (w, h), &tx, to);
+            let ms = |v: &mut Vec<u64>, p| pct(v, p) as f64 / 1000.0;
+            println!(
+                "{:<52} cpu p50 {:>6.3} ms  p99 {:>6.3} ms   wall p50 {:>6.3} ms  p99 {:>6.3} ms   (before send: cpu p50 {:>6.3} ms  p99 {:>6.3} ms; mean frame {} B)",
+                format!("{label}: {name}"),
+                ms(&mut s.cpu, 0.5),
+                ms(&mut s.cpu, 0.99),
+                ms(&mut s.wall, 0.5),
+                ms(&mut s.wall, 0.99),
+                ms(&mut s.prep, 0.5),
+                ms(&mut s.prep, 0.99),
+                s.bytes / s.cpu.len().max(1),
+            );
         }
         stop.store(true, Ordering::Relaxed);
         let _ = drain.join();
     }
     drop(veth);
-    encoder_stop.store(true, Ordering::Relaxed);
-    if let Some(b) = background {
-        let frames = b.join().expect("background encoder");
-        println!("background encoder: {frames} frames encoded during the runs");
-    }
-}
-
-/// Renders, converts and encodes test-pattern frames at 60 fps until `stop`, like the host's
-/// encode thread during a session; returns the number of frames encoded.
-fn encode_alongside(w: u32, h: u32, stop: &AtomicBool) -> u64 {
-    let mut enc = encoder(w, h);
-    let mut pattern = TestPattern::new(w, h);
-    let mut conv = Converter::new(w, h).unwrap();
-    let (mut bgra, mut yuv) = (BgraFrame::new(w, h), YuvFrame::default());
-    let interval = std::time::Duration::from_micros(16_667);
-    let mut next = Instant::now();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        pattern.render(n as u32, 0, &mut bgra);
-        conv.convert(&bgra, &mut yuv).unwrap();
-        let _ = enc.encode(&yuv, n as i64, n == 0).unwrap();
-        n += 1;
-        next += interval;
-        match next.checked_duration_since(Instant::now()) {
-            Some(d) => std::thread::sleep(d),
-            // Behind: drop the missed ticks, as the host delivers fewer frames then.
-            None => next = Instant::now(),
-        }
-    }
-    n
 }

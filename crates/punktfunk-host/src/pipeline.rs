@@ -1,12 +1,17 @@
-//! One session's video pipeline on native threads:
+//! One session's video pipeline on a native thread:
 //!
 //! ```text
-//! encode thread: source → colour conversion → encoder ──(bounded queue, 2 frames)──►
-//! send thread:   packetize + FEC + seal (core SendSession) → batched UDP send
+//! encode thread: source → colour conversion → encoder → FrameSink (packetize + FEC + seal
+//!                (core SendSession) → batched UDP send)
 //! ```
 //!
-//! Sending one frame overlaps encoding the next. Commands (keyframe requests, mode changes,
-//! stop) reach the encode thread through a channel it polls once per frame.
+//! The frame is sent by the thread that encoded it, right after encoding. Sending costs about
+//! 1 % of a frame interval, so overlapping it with the next encode would gain nothing, while
+//! handing the frame to a second thread costs a wake-up per frame, and that thread runs its
+//! SIMD-heavy FEC and encryption on a core that slept for most of the interval: in the send
+//! benchmark the handed-over path's p99 is two to three times the inline one's (see
+//! `docs/performance.md`). Commands (keyframe requests, mode changes, stop) reach the encode
+//! thread through a channel it polls once per frame.
 
 use crate::dataplane::Destination;
 use crate::stats::Histogram;
@@ -22,7 +27,7 @@ use punktfunk_media::{
     TestPattern, YuvFrame,
 };
 use punktfunk_net::UdpSocket;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -75,15 +80,14 @@ pub struct PipelineConfig {
     pub epoch: Instant,
 }
 
-/// A running pipeline; dropping it stops and joins both threads.
+/// A running pipeline; dropping it stops and joins its thread.
 pub struct Pipeline {
     enc: EncodeThread,
-    send: Option<JoinHandle<()>>,
     times: Arc<Mutex<StageTimes>>,
     failure: Arc<Mutex<Option<String>>>,
 }
 
-/// One encoded frame on its way to a send thread.
+/// One encoded frame on its way to the network.
 pub struct Encoded {
     /// The bitstream.
     pub data: Vec<u8>,
@@ -108,7 +112,15 @@ pub struct EncodeSettings {
     pub epoch: Instant,
 }
 
-/// A running encode thread: source → conversion → encoder, frames out on a bounded queue.
+/// Where the encode thread hands each encoded frame: called on the encode thread, right after
+/// the frame is encoded, so the frame leaves while the core and its caches are warm.
+pub trait FrameSink: Send + 'static {
+    /// Sends one frame. `Ok(false)` ends the encode thread quietly (the session is over), an
+    /// error ends it as a failure.
+    fn deliver(&mut self, frame: Encoded) -> Result<bool, String>;
+}
+
+/// A running encode thread: source → conversion → encoder → [`FrameSink`].
 pub struct EncodeThread {
     /// Commands (keyframe, reconfigure).
     pub commands: Sender<Command>,
@@ -122,20 +134,20 @@ pub struct EncodeThread {
 
 impl EncodeThread {
     /// Opens the encoder (failing here if none works) and starts the thread; it produces
-    /// frames once `dest` is set. The first frame is a keyframe. Frames arrive on the returned
-    /// queue (at most two waiting; the encoder waits when the sender lags); the thread ends
-    /// when stopped or when the queue's receiver is dropped.
+    /// frames once `dest` is set and hands each to `sink`. The first frame is a keyframe. The
+    /// thread ends when stopped, when the sink says so, or when encoding fails (see
+    /// [`Self::finished`]).
     pub fn start(
         settings: EncodeSettings,
         mode: Mode,
         bitrate_kbps: u32,
         dest: Destination,
-    ) -> Result<(EncodeThread, Receiver<Encoded>), String> {
+        mut sink: Box<dyn FrameSink>,
+        times: Arc<Mutex<StageTimes>>,
+    ) -> Result<EncodeThread, String> {
         let source = Source::open(&settings, mode, bitrate_kbps)?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
-        let (frame_tx, frame_rx) = mpsc::sync_channel::<Encoded>(2);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let times = Arc::new(Mutex::new(StageTimes::default()));
         let failure = Arc::new(Mutex::new(None));
         let thread = {
             let (stop, times, failure) = (stop.clone(), times.clone(), failure.clone());
@@ -143,7 +155,7 @@ impl EncodeThread {
                 .name("encode".into())
                 .spawn(move || {
                     if let Err(e) =
-                        encode_loop(source, &settings, &cmd_rx, &frame_tx, &stop, &times, &dest)
+                        encode_loop(source, &settings, &cmd_rx, &mut *sink, &stop, &times, &dest)
                     {
                         tracing::error!(error = %e, "encode thread failed");
                         *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
@@ -151,20 +163,21 @@ impl EncodeThread {
                 })
                 .map_err(|e| e.to_string())?
         };
-        Ok((
-            EncodeThread {
-                commands: cmd_tx,
-                times,
-                failure,
-                stop,
-                thread: Some(thread),
-            },
-            frame_rx,
-        ))
+        Ok(EncodeThread {
+            commands: cmd_tx,
+            times,
+            failure,
+            stop,
+            thread: Some(thread),
+        })
     }
 
-    /// Stops and joins the thread. Whoever holds the frame queue must keep receiving (or drop
-    /// it) meanwhile, so a thread waiting to hand over a frame can see the stop.
+    /// Whether the thread has ended on its own (its sink refused a frame, or it failed).
+    pub fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops and joins the thread (at most one frame's work away).
     pub fn stop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -225,8 +238,8 @@ impl Source {
 }
 
 impl Pipeline {
-    /// Opens the encoder (failing here if none works) and starts both threads. Frames are
-    /// produced once `dest` is known (the client's first probe).
+    /// Opens the encoder (failing here if none works) and starts the encode thread, which also
+    /// sends. Frames are produced once `dest` is known (the client's first probe).
     pub fn start(
         cfg: PipelineConfig,
         dest: Destination,
@@ -239,13 +252,6 @@ impl Pipeline {
             colour: punktfunk_media::Colour::default(),
             epoch: cfg.epoch,
         };
-        let (enc, frames) = EncodeThread::start(
-            settings,
-            cfg.welcome.mode,
-            cfg.welcome.bitrate_kbps,
-            dest.clone(),
-        )?;
-        let (times, failure) = (enc.times.clone(), enc.failure.clone());
         let w = &cfg.welcome;
         let key = packet_key(w.suite, &w.host_to_client.key, w.host_to_client.salt)
             .map_err(|e| e.to_string())?;
@@ -264,23 +270,25 @@ impl Pipeline {
             min_shard_len: STREAM_MIN_SHARD_LEN,
             ..PacketizerConfig::default()
         };
-        let session = SendSession::new(pcfg, key);
-
-        let snd = {
-            let (times, failure) = (times.clone(), failure.clone());
-            std::thread::Builder::new()
-                .name("send".into())
-                .spawn(move || {
-                    if let Err(e) = send_loop(session, &frames, &sock, &dest, &times) {
-                        tracing::error!(error = %e, "send thread failed");
-                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                    }
-                })
-                .map_err(|e| e.to_string())?
+        let times = Arc::new(Mutex::new(StageTimes::default()));
+        let sink = DataPlaneSink {
+            session: SendSession::new(pcfg, key),
+            batch: PacketBatch::new(),
+            sock,
+            dest: dest.clone(),
+            times: times.clone(),
         };
+        let enc = EncodeThread::start(
+            settings,
+            w.mode,
+            w.bitrate_kbps,
+            dest,
+            Box::new(sink),
+            times.clone(),
+        )?;
+        let failure = enc.failure.clone();
         Ok(Pipeline {
             enc,
-            send: Some(snd),
             times,
             failure,
         })
@@ -304,13 +312,9 @@ impl Pipeline {
             .clone()
     }
 
-    /// Stops and joins both threads (the send thread ends when the encode thread's queue
-    /// closes).
+    /// Stops and joins the encode thread.
     pub fn stop(&mut self) {
         self.enc.stop();
-        if let Some(t) = self.send.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -324,7 +328,7 @@ fn encode_loop(
     mut src: Source,
     cfg: &EncodeSettings,
     commands: &Receiver<Command>,
-    frames: &SyncSender<Encoded>,
+    sink: &mut dyn FrameSink,
     stop: &std::sync::atomic::AtomicBool,
     times: &Mutex<StageTimes>,
     dest: &Destination,
@@ -412,14 +416,11 @@ fn encode_loop(
         index = index.wrapping_add(1);
         if let Some(f) = out {
             force_keyframe = false;
-            if frames
-                .send(Encoded {
-                    data: f.data,
-                    keyframe: f.keyframe,
-                    capture_us,
-                })
-                .is_err()
-            {
+            if !sink.deliver(Encoded {
+                data: f.data,
+                keyframe: f.keyframe,
+                capture_us,
+            })? {
                 return Ok(());
             }
         }
@@ -427,46 +428,46 @@ fn encode_loop(
     Ok(())
 }
 
-fn send_loop(
-    mut session: SendSession,
-    frames: &Receiver<Encoded>,
-    sock: &UdpSocket,
-    dest: &Destination,
-    times: &Mutex<StageTimes>,
-) -> Result<(), String> {
-    let mut batch = PacketBatch::new();
-    loop {
-        let f = match frames.recv_timeout(Duration::from_millis(200)) {
-            Ok(f) => f,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        };
-        let Some(to) = *dest.lock().unwrap_or_else(|e| e.into_inner()) else {
-            continue;
+/// punktfunk/1's data plane: the core's packetizer, FEC and sealing, then one batched send.
+struct DataPlaneSink {
+    session: SendSession,
+    batch: PacketBatch,
+    sock: Arc<UdpSocket>,
+    dest: Destination,
+    times: Arc<Mutex<StageTimes>>,
+}
+
+impl FrameSink for DataPlaneSink {
+    fn deliver(&mut self, f: Encoded) -> Result<bool, String> {
+        let Some(to) = *self.dest.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Ok(true);
         };
         let t = Instant::now();
         let cpu = thread_cpu_us();
-        session
+        self.session
             .send_frame(
                 &f.data,
                 FrameMeta {
                     timestamp_us: f.capture_us,
                     keyframe: f.keyframe,
                 },
-                &mut batch,
+                &mut self.batch,
             )
             .map_err(|e| e.to_string())?;
         // A full socket buffer drops datagrams like a congested link would; FEC and keyframe
         // requests deal with it, so the error is counted rather than fatal.
-        let _ = sock.send_batch(to, batch.as_bytes(), batch.segment_size());
+        let _ = self
+            .sock
+            .send_batch(to, self.batch.as_bytes(), self.batch.segment_size());
         let send_us = t.elapsed().as_micros() as u32;
         let send_cpu_us = thread_cpu_us().saturating_sub(cpu) as u32;
-        let mut tm = times.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tm = self.times.lock().unwrap_or_else(|e| e.into_inner());
         tm.send_us.record(send_us);
         tm.send_cpu_us.record(send_cpu_us);
         tm.frames += 1;
         tm.bytes += f.data.len() as u64;
         tm.keyframes += u64::from(f.keyframe);
+        Ok(true)
     }
 }
 

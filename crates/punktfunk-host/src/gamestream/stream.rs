@@ -1,7 +1,8 @@
 //! A GameStream streaming session: video, audio and the control stream, on native threads.
 //!
 //! ```text
-//! encode thread:  source → conversion → encoder ──(2 frames)──► video thread: §7 packetizer → UDP
+//! encode thread:  source → conversion → encoder → §7 packetizer + FEC + AES-GCM → UDP
+//! video thread:   waits for the client's ping, drains later pings, watches the encoder
 //! audio thread:   AudioSource → Opus (hard CBR) → RTP + AES-CBC + 4+2 FEC → UDP
 //! control thread: ENet host on UDP, encrypted control messages → IDR requests, input, keep-alive
 //! ```
@@ -18,7 +19,9 @@ use super::nvhttp::GameStream;
 use crate::audio::{AudioSource, OpusEncoder, ToneSource, SAMPLE_RATE};
 use crate::dataplane::Destination;
 use crate::inject::{InputInjector, LogInjector, RumbleEchoInjector};
-use crate::pipeline::{thread_cpu_us, Command, EncodeSettings, EncodeThread, Encoded};
+use crate::pipeline::{
+    thread_cpu_us, Command, EncodeSettings, EncodeThread, Encoded, FrameSink, StageTimes,
+};
 use crate::stats::Histogram;
 use punktfunk_core::control::{Codec, Mode};
 use punktfunk_core::input::Feedback;
@@ -34,7 +37,7 @@ use rusty_enet as enet;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -353,23 +356,6 @@ impl StreamHost {
             VideoCodec::Av1 => Codec::AV1,
         };
         let dest: Destination = Arc::new(Mutex::new(None));
-        let (enc, frames) = EncodeThread::start(
-            EncodeSettings {
-                codec,
-                prefer_hardware: self.prefer_hardware,
-                slices: plan.slices,
-                colour: match (plan.bt709, plan.full_range) {
-                    (false, false) => Colour::Bt601Limited,
-                    (false, true) => Colour::Bt601Full,
-                    (true, false) => Colour::Bt709Limited,
-                    (true, true) => Colour::Bt709Full,
-                },
-                epoch: self.epoch,
-            },
-            Mode::new(plan.width, plan.height, plan.fps),
-            plan.bitrate_kbps,
-            dest.clone(),
-        )?;
         let packetizer = VideoPacketizer::new(
             plan.packet_size,
             plan.fec_percent,
@@ -386,17 +372,50 @@ impl StreamHost {
             stop: AtomicBool::new(false),
             awaiting_idr: AtomicBool::new(false),
             end_reason: Mutex::new(None),
-            commands: Mutex::new(Some(enc.commands.clone())),
+            // Filled once the encode thread runs (nothing asks for a keyframe before that).
+            commands: Mutex::new(None),
             stats: SessionStats::default(),
             input_kinds: Mutex::new(BTreeMap::new()),
             threads: Mutex::new(Vec::new()),
             started: Instant::now(),
         });
+        let plan = &session.plan;
+        let sink = VideoSink {
+            host: self.clone(),
+            session: session.clone(),
+            dest: dest.clone(),
+            dlen: packetizer.datagram_len(),
+            pk: packetizer,
+            out: Vec::new(),
+            index: 0,
+            dropper: dropper(self.aids.drop_video, 0x9E37_79B9_7F4A_7C15),
+            survivors: Vec::new(),
+        };
+        let enc = EncodeThread::start(
+            EncodeSettings {
+                codec,
+                prefer_hardware: self.prefer_hardware,
+                slices: plan.slices,
+                colour: match (plan.bt709, plan.full_range) {
+                    (false, false) => Colour::Bt601Limited,
+                    (false, true) => Colour::Bt601Full,
+                    (true, false) => Colour::Bt709Limited,
+                    (true, true) => Colour::Bt709Full,
+                },
+                epoch: self.epoch,
+            },
+            Mode::new(plan.width, plan.height, plan.fps),
+            plan.bitrate_kbps,
+            dest.clone(),
+            Box::new(sink),
+            Arc::new(Mutex::new(StageTimes::default())),
+        )?;
+        *session.commands.lock().unwrap_or_else(|e| e.into_inner()) = Some(enc.commands.clone());
         let video = {
             let (s, h) = (session.clone(), self.clone());
             std::thread::Builder::new()
                 .name("gs-video".into())
-                .spawn(move || video_loop(&h, &s, enc, &frames, packetizer, &dest))
+                .spawn(move || video_loop(&h, &s, enc, &dest))
                 .map_err(|e| e.to_string())?
         };
         let audio = {
@@ -457,56 +476,73 @@ fn drain(sock: &UdpSocket) {
     }
 }
 
-fn video_loop(
-    host: &StreamHost,
-    s: &ActiveSession,
-    mut enc: EncodeThread,
-    frames: &std::sync::mpsc::Receiver<Encoded>,
-    mut pk: VideoPacketizer,
-    dest: &Destination,
-) {
+/// Watches a session's video: waits for the client's ping (the encoder starts once the
+/// destination is known), then drains the client's later pings and ends the session if the
+/// encoder fails; stops the encoder when the session ends.
+fn video_loop(host: &StreamHost, s: &ActiveSession, mut enc: EncodeThread, dest: &Destination) {
     let Some(to) = wait_for_ping(&host.video, s, "video") else {
         enc.stop();
         return;
     };
     *dest.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
-    let mut out = Vec::new();
-    let mut index: u32 = 0;
-    let dlen = pk.datagram_len();
-    let mut dropper = dropper(host.aids.drop_video, 0x9E37_79B9_7F4A_7C15);
-    let mut survivors = Vec::new();
     while !s.ended() {
-        let f = match frames.recv_timeout(Duration::from_millis(100)) {
-            Ok(f) => f,
-            Err(RecvTimeoutError::Timeout) => {
-                if let Some(e) = enc
-                    .failure
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-                {
-                    s.end(&format!("encoder failed: {e}"));
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                s.end("encoder stopped");
-                break;
-            }
+        if enc.finished() {
+            let failure = enc
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            s.end(&match failure {
+                Some(e) => format!("encoder failed: {e}"),
+                None => "encoder stopped".into(),
+            });
+            break;
+        }
+        // The client pings every 500 ms for as long as it streams.
+        let _ = host.video.wait_readable(Duration::from_millis(100));
+        drain(&host.video);
+    }
+    *s.commands.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    enc.stop();
+}
+
+/// The video send path, run on the encode thread for each encoded frame: §7 packetization,
+/// FEC, encryption, paced batched sends.
+struct VideoSink {
+    host: Arc<StreamHost>,
+    session: Arc<ActiveSession>,
+    dest: Destination,
+    pk: VideoPacketizer,
+    dlen: usize,
+    out: Vec<u8>,
+    /// Frame number of the last frame sent.
+    index: u32,
+    dropper: Option<Impairment>,
+    survivors: Vec<u8>,
+}
+
+impl FrameSink for VideoSink {
+    fn deliver(&mut self, f: Encoded) -> Result<bool, String> {
+        let (host, s) = (&*self.host, &*self.session);
+        if s.ended() {
+            return Ok(false);
+        }
+        let Some(to) = *self.dest.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Ok(true);
         };
         // After an IDR request the client discards everything until the IDR: P-frames still
-        // queued from before are not worth the bandwidth or the delay they add.
+        // in flight from before are not worth the bandwidth or the delay they add.
         if f.keyframe {
             s.awaiting_idr.store(false, Ordering::Relaxed);
         } else if s.awaiting_idr.load(Ordering::Relaxed) {
             s.stats.skipped_for_idr.fetch_add(1, Ordering::Relaxed);
-            continue;
+            return Ok(true);
         }
         let cpu = thread_cpu_us();
-        index = index.wrapping_add(1);
+        self.index = self.index.wrapping_add(1);
         let now_us = Instant::now().duration_since(host.epoch).as_micros() as u64;
         let info = FrameInfo {
-            index,
+            index: self.index,
             kind: if f.keyframe {
                 frame_type::IDR
             } else {
@@ -522,22 +558,26 @@ fn video_loop(
             VideoCodec::Hevc => strip_leading_sei(true, &f.data),
             VideoCodec::Av1 => (Vec::new(), 0),
         };
-        if let Err(e) = pk.packetize_parts(&[&params, &f.data[at..]], info, &mut out) {
-            tracing::warn!(frame = index, error = %e, "frame not sent");
+        if let Err(e) = self
+            .pk
+            .packetize_parts(&[&params, &f.data[at..]], info, &mut self.out)
+        {
+            tracing::warn!(frame = self.index, error = %e, "frame not sent");
             s.keyframe();
-            continue;
+            return Ok(true);
         }
-        let mut payload: &[u8] = &out;
-        if dropper.is_some() {
-            survivors.clear();
-            for dg in out.chunks(dlen) {
-                if passes(&mut dropper, dg) {
-                    survivors.extend_from_slice(dg);
+        let dlen = self.dlen;
+        let mut payload: &[u8] = &self.out;
+        if self.dropper.is_some() {
+            self.survivors.clear();
+            for dg in self.out.chunks(dlen) {
+                if passes(&mut self.dropper, dg) {
+                    self.survivors.extend_from_slice(dg);
                 }
             }
-            payload = &survivors;
+            payload = &self.survivors;
         }
-        let count = out.len() / dlen;
+        let count = self.out.len() / dlen;
         let mut sent_cpu = thread_cpu_us().saturating_sub(cpu);
         // Bursts of at most 64 datagrams, spaced so a keyframe does not flood the link.
         for (i, burst) in payload.chunks(BURST * dlen).enumerate() {
@@ -562,15 +602,8 @@ fn video_loop(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(sent_cpu as u32);
-        drain(&host.video);
+        Ok(true)
     }
-    *s.commands.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    // Keep receiving while the encoder stops so a frame it is handing over does not block it.
-    let stopper = std::thread::spawn(move || enc.stop());
-    while !stopper.is_finished() {
-        let _ = frames.recv_timeout(Duration::from_millis(10));
-    }
-    let _ = stopper.join();
 }
 
 fn audio_loop(
