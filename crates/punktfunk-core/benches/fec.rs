@@ -67,6 +67,9 @@ fn bench_config(c: &mut Criterion, ds: usize, ps: usize, gf8: bool) {
     let mut codes: Vec<(&str, Box<dyn ErasureCode>)> = vec![("gf16", Box::new(Gf16::new()))];
     if gf8 {
         codes.insert(0, ("gf8", Box::new(Gf8Cauchy::new())));
+        if SimdLevel::detect() == SimdLevel::Gfni {
+            codes.push(("gf8-avx2", Box::new(Gf8Cauchy::with_level(SimdLevel::Avx2))));
+        }
         if SimdLevel::detect() != SimdLevel::Scalar {
             codes.push((
                 "gf8-scalar",

@@ -151,7 +151,7 @@ impl Mode {
                 self.width, self.height
             ));
         }
-        if self.width % 2 != 0 || self.height % 2 != 0 {
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
             return Err(format!("size {}x{} must be even", self.width, self.height));
         }
         if !(1000..=480_000).contains(&self.refresh_mhz) {
@@ -166,7 +166,7 @@ impl Mode {
 
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.refresh_mhz % 1000 == 0 {
+        if self.refresh_mhz.is_multiple_of(1000) {
             write!(
                 f,
                 "{}x{}@{}",

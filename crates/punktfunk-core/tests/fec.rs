@@ -83,14 +83,19 @@ fn gf8_known_answers() {
     assert_eq!(row1, [0xF4, 0x8E, 0xA7, 0x47]);
 }
 
-/// Every kernel (AVX2, SSSE3, scalar: whichever this CPU has) equals the reference encoder on
+/// Every kernel (GFNI, AVX2, SSSE3, scalar: whichever this CPU has) equals the reference encoder on
 /// shard lengths that exercise the vector body and the scalar tail.
 #[test]
 fn gf8_every_level_matches_reference() {
-    let levels: Vec<SimdLevel> = [SimdLevel::Scalar, SimdLevel::Ssse3, SimdLevel::Avx2]
-        .into_iter()
-        .filter(|l| l.is_supported())
-        .collect();
+    let levels: Vec<SimdLevel> = [
+        SimdLevel::Scalar,
+        SimdLevel::Ssse3,
+        SimdLevel::Avx2,
+        SimdLevel::Gfni,
+    ]
+    .into_iter()
+    .filter(|l| l.is_supported())
+    .collect();
     eprintln!("testing levels {levels:?}");
     for (ds, ps, len) in [
         (1, 2, 1),
@@ -225,7 +230,7 @@ proptest! {
         extra in 0usize..4,
         keys in proptest::collection::vec(any::<u32>(), 255),
         seed in any::<u8>(),
-        level in prop_oneof![Just(SimdLevel::Scalar), Just(SimdLevel::Ssse3), Just(SimdLevel::Avx2)],
+        level in prop_oneof![Just(SimdLevel::Scalar), Just(SimdLevel::Ssse3), Just(SimdLevel::Avx2), Just(SimdLevel::Gfni)],
     ) {
         let lost_n = ps.saturating_sub(extra);
         let lost = pick(ds + ps, lost_n, &keys);

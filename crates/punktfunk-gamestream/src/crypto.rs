@@ -65,7 +65,7 @@ fn ecb(
     data: &mut [u8],
     block: impl Fn(&aes::Aes128, &mut [u8]),
 ) -> Result<(), CryptoError> {
-    if data.len() % 16 != 0 {
+    if !data.len().is_multiple_of(16) {
         return Err(CryptoError::BlockLength(data.len()));
     }
     let c = aes::Aes128::new(key.into());

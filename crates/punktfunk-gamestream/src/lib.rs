@@ -75,7 +75,7 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 /// Hex decoding; `None` for an odd length or a non-hex digit.
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     let nib = |c: u8| match c {

@@ -132,7 +132,7 @@ impl SessionPlan {
                 ),
             ));
         }
-        if cfg.width % 2 != 0 || cfg.height % 2 != 0 {
+        if !cfg.width.is_multiple_of(2) || !cfg.height.is_multiple_of(2) {
             return Err(refuse(
                 400,
                 format!(

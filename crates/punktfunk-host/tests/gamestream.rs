@@ -900,7 +900,7 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
                 ctl::kind::INPUT,
                 &input(0x07, &[0, 3, 0xFF, 0xFE]),
             );
-            if tick % 10 == 0 {
+            if tick.is_multiple_of(10) {
                 send(
                     &mut enet_host,
                     2,

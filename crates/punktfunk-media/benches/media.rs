@@ -77,7 +77,7 @@ fn stages(c: &mut Criterion) {
         let mut k = 0usize;
         g.bench_function("decode_h264", |b| {
             b.iter(|| {
-                if k % encoded.len() == 0 {
+                if k.is_multiple_of(encoded.len()) {
                     dec = Decoder::new(Codec::H264).unwrap();
                 }
                 let out = dec.decode(&encoded[k % encoded.len()]).unwrap();

@@ -68,7 +68,7 @@ impl Converter {
 
     /// A converter producing `colour`.
     pub fn with_colour(width: u32, height: u32, colour: Colour) -> Result<Converter, MediaError> {
-        if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(MediaError::Geometry(format!(
                 "{width}x{height}: sizes must be even and non-zero"
             )));

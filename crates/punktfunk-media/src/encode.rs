@@ -94,8 +94,8 @@ pub fn open_encoder(cfg: &EncoderConfig) -> Result<Box<dyn Encoder>, MediaError>
     init();
     if cfg.width == 0
         || cfg.height == 0
-        || cfg.width % 2 != 0
-        || cfg.height % 2 != 0
+        || !cfg.width.is_multiple_of(2)
+        || !cfg.height.is_multiple_of(2)
         || cfg.fps == 0
     {
         return Err(MediaError::Geometry(format!(

@@ -39,7 +39,7 @@ impl Gf16 {
         {
             return Err(FecError::Geometry { data, parity });
         }
-        if shard_len == 0 || shard_len % 2 != 0 {
+        if shard_len == 0 || !shard_len.is_multiple_of(2) {
             return Err(FecError::ShardLength(shard_len));
         }
         Ok(())
