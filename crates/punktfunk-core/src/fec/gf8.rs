@@ -323,12 +323,38 @@ fn gemm_scalar(coeffs: &[u8], inputs: &[&[u8]], outputs: &mut [&mut [u8]], from:
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! The SIMD kernels. Both process output rows in groups of up to eight, accumulating in
-    //! registers, and return how many leading bytes they covered (a multiple of the vector width);
-    //! the scalar kernel does the rest.
+    //! The SIMD kernels. Each processes output rows in groups (up to four rows for AVX2, eight
+    //! for SSSE3 and GFNI), accumulating in registers, and returns how many leading bytes it
+    //! covered (a multiple of the vector width); the scalar kernel does the rest.
 
     use super::{NibbleTables, AFFINE, NIBBLES};
     use std::arch::x86_64::*;
+
+    /// The body every `gemm_*` kernel shares: walk the output rows in groups of at most `$max`,
+    /// call the const-generic group kernel `$group` for each (the arms list the group sizes it
+    /// is instantiated for) and return the bytes covered, `len` rounded down to `$width`.
+    /// Expanded inside each kernel so the calls inherit its `target_feature`.
+    macro_rules! gemm_in_groups {
+        ($group:ident, $max:expr, $width:expr, [$($g:literal),+],
+         $coeffs:ident, $inputs:ident, $outputs:ident, $len:ident) => {{
+            let n = $inputs.len();
+            let end = $len - $len % $width;
+            let mut r0 = 0;
+            while r0 < $outputs.len() {
+                let g = ($outputs.len() - r0).min($max);
+                // SAFETY: the caller's preconditions are forwarded; rows r0..r0+g exist and
+                // `end` is a multiple of the vector width within `len`.
+                unsafe {
+                    match g {
+                        $($g => $group::<$g>($coeffs, n, r0, $inputs, $outputs, end),)+
+                        _ => $group::<1>($coeffs, n, r0, $inputs, $outputs, end),
+                    }
+                }
+                r0 += g;
+            }
+            end
+        }};
+    }
 
     /// Rows per SSSE3 group (eight accumulators plus five temporaries fit in 16 registers).
     const GROUP: usize = 8;
@@ -343,23 +369,16 @@ mod x86 {
         outputs: &mut [&mut [u8]],
         len: usize,
     ) -> usize {
-        let n = inputs.len();
-        let end = len - len % 32;
-        let mut r0 = 0;
-        while r0 < outputs.len() {
-            let g = (outputs.len() - r0).min(GROUP_AVX2);
-            // SAFETY: forwarded preconditions; rows r0..r0+g exist.
-            unsafe {
-                match g {
-                    4 => group_avx2::<4>(coeffs, n, r0, inputs, outputs, end),
-                    3 => group_avx2::<3>(coeffs, n, r0, inputs, outputs, end),
-                    2 => group_avx2::<2>(coeffs, n, r0, inputs, outputs, end),
-                    _ => group_avx2::<1>(coeffs, n, r0, inputs, outputs, end),
-                }
-            }
-            r0 += g;
-        }
-        end
+        gemm_in_groups!(
+            group_avx2,
+            GROUP_AVX2,
+            32,
+            [4, 3, 2],
+            coeffs,
+            inputs,
+            outputs,
+            len
+        )
     }
 
     /// Rows per GFNI group: eight accumulators, the input and a matrix fit in 16 registers.
@@ -374,27 +393,16 @@ mod x86 {
         outputs: &mut [&mut [u8]],
         len: usize,
     ) -> usize {
-        let n = inputs.len();
-        let end = len - len % 32;
-        let mut r0 = 0;
-        while r0 < outputs.len() {
-            let g = (outputs.len() - r0).min(GROUP_GFNI);
-            // SAFETY: forwarded preconditions; rows r0..r0+g exist.
-            unsafe {
-                match g {
-                    8 => group_gfni::<8>(coeffs, n, r0, inputs, outputs, end),
-                    7 => group_gfni::<7>(coeffs, n, r0, inputs, outputs, end),
-                    6 => group_gfni::<6>(coeffs, n, r0, inputs, outputs, end),
-                    5 => group_gfni::<5>(coeffs, n, r0, inputs, outputs, end),
-                    4 => group_gfni::<4>(coeffs, n, r0, inputs, outputs, end),
-                    3 => group_gfni::<3>(coeffs, n, r0, inputs, outputs, end),
-                    2 => group_gfni::<2>(coeffs, n, r0, inputs, outputs, end),
-                    _ => group_gfni::<1>(coeffs, n, r0, inputs, outputs, end),
-                }
-            }
-            r0 += g;
-        }
-        end
+        gemm_in_groups!(
+            group_gfni,
+            GROUP_GFNI,
+            32,
+            [8, 7, 6, 5, 4, 3, 2],
+            coeffs,
+            inputs,
+            outputs,
+            len
+        )
     }
 
     /// # Safety
@@ -537,27 +545,16 @@ mod x86 {
         outputs: &mut [&mut [u8]],
         len: usize,
     ) -> usize {
-        let n = inputs.len();
-        let end = len - len % 16;
-        let mut r0 = 0;
-        while r0 < outputs.len() {
-            let g = (outputs.len() - r0).min(GROUP);
-            // SAFETY: forwarded preconditions; rows r0..r0+g exist.
-            unsafe {
-                match g {
-                    8 => group_ssse3::<8>(coeffs, n, r0, inputs, outputs, end),
-                    7 => group_ssse3::<7>(coeffs, n, r0, inputs, outputs, end),
-                    6 => group_ssse3::<6>(coeffs, n, r0, inputs, outputs, end),
-                    5 => group_ssse3::<5>(coeffs, n, r0, inputs, outputs, end),
-                    4 => group_ssse3::<4>(coeffs, n, r0, inputs, outputs, end),
-                    3 => group_ssse3::<3>(coeffs, n, r0, inputs, outputs, end),
-                    2 => group_ssse3::<2>(coeffs, n, r0, inputs, outputs, end),
-                    _ => group_ssse3::<1>(coeffs, n, r0, inputs, outputs, end),
-                }
-            }
-            r0 += g;
-        }
-        end
+        gemm_in_groups!(
+            group_ssse3,
+            GROUP,
+            16,
+            [8, 7, 6, 5, 4, 3, 2],
+            coeffs,
+            inputs,
+            outputs,
+            len
+        )
     }
 
     /// # Safety
