@@ -196,19 +196,21 @@ pub enum SimdLevel {
 impl SimdLevel {
     /// The fastest level this CPU supports.
     pub fn detect() -> SimdLevel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if SimdLevel::Gfni.is_supported() {
-                return SimdLevel::Gfni;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return SimdLevel::Avx2;
-            }
-            if std::arch::is_x86_feature_detected!("ssse3") {
-                return SimdLevel::Ssse3;
-            }
+        SimdLevel::Gfni.supported_or_lower()
+    }
+
+    /// `self` if this CPU supports it, otherwise the next lower level it does (GFNI, then
+    /// AVX2, SSSE3, scalar). Every caller that picks a kernel goes through this one chain.
+    pub fn supported_or_lower(self) -> SimdLevel {
+        let mut level = self;
+        while !level.is_supported() {
+            level = match level {
+                SimdLevel::Gfni => SimdLevel::Avx2,
+                SimdLevel::Avx2 => SimdLevel::Ssse3,
+                SimdLevel::Ssse3 | SimdLevel::Scalar => SimdLevel::Scalar,
+            };
         }
-        SimdLevel::Scalar
+        level
     }
 
     /// Whether this CPU can run `self`.
@@ -251,23 +253,18 @@ pub fn gemm(level: SimdLevel, coeffs: &[u8], inputs: &[&[u8]], outputs: &mut [&m
         outputs.iter_mut().for_each(|o| o.fill(0));
         return;
     }
-    let done = match level {
+    // Each arm's level is one this CPU supports (`supported_or_lower` returns no other), and the
+    // slice shapes were checked on entry.
+    let done = match level.supported_or_lower() {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Gfni if SimdLevel::Gfni.is_supported() => {
-            // SAFETY: GFNI and AVX2 support was checked just above; slice shapes were checked
-            // on entry.
-            unsafe { x86::gemm_gfni(coeffs, inputs, outputs, len) }
-        }
+        // SAFETY: GFNI and AVX2 are supported (above); shapes checked on entry.
+        SimdLevel::Gfni => unsafe { x86::gemm_gfni(coeffs, inputs, outputs, len) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 | SimdLevel::Gfni if SimdLevel::Avx2.is_supported() => {
-            // SAFETY: AVX2 support was checked just above; slice shapes were checked on entry.
-            unsafe { x86::gemm_avx2(coeffs, inputs, outputs, len) }
-        }
+        // SAFETY: AVX2 is supported (above); shapes checked on entry.
+        SimdLevel::Avx2 => unsafe { x86::gemm_avx2(coeffs, inputs, outputs, len) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Ssse3 | SimdLevel::Avx2 | SimdLevel::Gfni if SimdLevel::Ssse3.is_supported() => {
-            // SAFETY: SSSE3 support was checked just above; slice shapes were checked on entry.
-            unsafe { x86::gemm_ssse3(coeffs, inputs, outputs, len) }
-        }
+        // SAFETY: SSSE3 is supported (above); shapes checked on entry.
+        SimdLevel::Ssse3 => unsafe { x86::gemm_ssse3(coeffs, inputs, outputs, len) },
         _ => 0,
     };
     if done == 0 || done == len {
@@ -720,21 +717,8 @@ impl Gf8Cauchy {
 
     /// A codec using `level` (falls back to the best supported level at or below it).
     pub fn with_level(level: SimdLevel) -> Self {
-        let level = match level {
-            SimdLevel::Gfni if !level.is_supported() => SimdLevel::Avx2,
-            other => other,
-        };
-        let level = match level {
-            SimdLevel::Avx2 if !level.is_supported() => SimdLevel::Ssse3,
-            other => other,
-        };
-        let level = if level.is_supported() {
-            level
-        } else {
-            SimdLevel::Scalar
-        };
         Gf8Cauchy {
-            level,
+            level: level.supported_or_lower(),
             encode_matrix: (0, 0, Vec::new()),
             cache: Vec::new(),
             victim: 0,
@@ -942,6 +926,27 @@ mod tests {
                 gemm(SimdLevel::Gfni, &[c], &[&xs], &mut [&mut out]);
                 let want: Vec<u8> = xs.iter().map(|&x| mul(c, x)).collect();
                 assert_eq!(out, want, "c = {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_keeps_supported_levels_and_lowers_the_rest() {
+        let chain = [
+            SimdLevel::Scalar,
+            SimdLevel::Ssse3,
+            SimdLevel::Avx2,
+            SimdLevel::Gfni,
+        ];
+        for (i, &level) in chain.iter().enumerate() {
+            let got = level.supported_or_lower();
+            assert!(got.is_supported(), "{level:?} -> {got:?}");
+            if level.is_supported() {
+                assert_eq!(got, level);
+            } else {
+                // The highest supported level below the requested one.
+                let want = chain[..i].iter().rev().find(|l| l.is_supported());
+                assert_eq!(Some(&got), want, "{level:?}");
             }
         }
     }
