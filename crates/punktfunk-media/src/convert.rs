@@ -2,7 +2,7 @@
 //! the matrix and range of a [`Colour`] (BT.601 limited range by default), which the encoders
 //! are configured to signal in the bitstream.
 
-use crate::frame::{BgraFrame, YuvFrame};
+use crate::frame::{BgraFrame, FrameRef, PixelFormat, YuvFrame};
 use crate::MediaError;
 use dcv_color_primitives as dcp;
 
@@ -82,24 +82,48 @@ impl Converter {
 
     /// Converts `src` into `dst` (resized as needed).
     pub fn convert(&mut self, src: &BgraFrame, dst: &mut YuvFrame) -> Result<(), MediaError> {
-        if src.width != self.width
-            || src.height != self.height
-            || src.data.len() != (self.width * self.height * 4) as usize
-        {
+        if src.data.len() != src.width as usize * src.height as usize * 4 {
             return Err(MediaError::Geometry(format!(
-                "frame {}x{} ({} bytes) given to a {}x{} converter",
+                "frame {}x{} with {} bytes",
                 src.width,
                 src.height,
+                src.data.len(),
+            )));
+        }
+        self.convert_ref(&src.as_frame_ref(), dst)
+    }
+
+    /// Converts a strided picture (as capture delivers it) into `dst` (resized as needed).
+    pub fn convert_ref(
+        &mut self,
+        src: &FrameRef<'_>,
+        dst: &mut YuvFrame,
+    ) -> Result<(), MediaError> {
+        let row = self.width as usize * src.format.bytes_per_pixel();
+        let needed = src.stride * (self.height as usize).saturating_sub(1) + row;
+        if src.width != self.width
+            || src.height != self.height
+            || src.stride < row
+            || src.data.len() < needed
+        {
+            return Err(MediaError::Geometry(format!(
+                "frame {}x{} (stride {}, {} bytes) given to a {}x{} converter",
+                src.width,
+                src.height,
+                src.stride,
                 src.data.len(),
                 self.width,
                 self.height
             )));
         }
+        let pixel_format = match src.format {
+            PixelFormat::Bgrx => dcp::PixelFormat::Bgra,
+        };
         dst.width = self.width;
         dst.height = self.height;
         dst.fit();
         let src_format = dcp::ImageFormat {
-            pixel_format: dcp::PixelFormat::Bgra,
+            pixel_format,
             color_space: dcp::ColorSpace::Rgb,
             num_planes: 1,
         };
@@ -115,8 +139,8 @@ impl Converter {
             self.width,
             self.height,
             &src_format,
-            None,
-            &[&src.data],
+            Some(&[src.stride]),
+            &[src.data],
             &dst_format,
             None,
             &mut [y, u, v],
@@ -128,6 +152,46 @@ impl Converter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_strided_frame_converts_like_the_packed_one() {
+        let (w, h) = (32u32, 8u32);
+        let packed = BgraFrame {
+            width: w,
+            height: h,
+            data: (0..w * h * 4).map(|i| (i * 7 % 251) as u8).collect(),
+        };
+        let stride = w as usize * 4 + 64;
+        let mut padded = vec![0xEEu8; stride * h as usize];
+        for (row, src) in padded
+            .chunks_mut(stride)
+            .zip(packed.data.chunks(w as usize * 4))
+        {
+            row[..src.len()].copy_from_slice(src);
+        }
+        let mut conv = Converter::new(w, h).unwrap();
+        let (mut a, mut b) = (YuvFrame::default(), YuvFrame::default());
+        conv.convert(&packed, &mut a).unwrap();
+        let strided = FrameRef {
+            width: w,
+            height: h,
+            stride,
+            format: PixelFormat::Bgrx,
+            data: &padded,
+        };
+        conv.convert_ref(&strided, &mut b).unwrap();
+        assert_eq!(a.data, b.data);
+        let short = FrameRef {
+            data: &padded[..stride * 7],
+            ..strided
+        };
+        assert!(conv.convert_ref(&short, &mut b).is_err());
+        let narrow = FrameRef {
+            stride: 16,
+            ..strided
+        };
+        assert!(conv.convert_ref(&narrow, &mut b).is_err());
+    }
 
     #[test]
     fn known_colours_have_limited_range_luma() {

@@ -22,6 +22,51 @@ impl BgraFrame {
     }
 }
 
+/// How the bytes of a packed 32-bit pixel are laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PixelFormat {
+    /// Blue, green, red, unused (DRM/Wayland `XRGB8888` on little-endian machines).
+    Bgrx,
+}
+
+impl PixelFormat {
+    /// Bytes per pixel.
+    pub fn bytes_per_pixel(self) -> usize {
+        match self {
+            PixelFormat::Bgrx => 4,
+        }
+    }
+}
+
+/// A borrowed picture as a capture backend delivers it: packed pixels with a row stride.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef<'a> {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes from one row to the next (at least `width × bytes per pixel`).
+    pub stride: usize,
+    /// Pixel layout.
+    pub format: PixelFormat,
+    /// At least `stride × (height − 1) + width × bytes per pixel` bytes.
+    pub data: &'a [u8],
+}
+
+impl BgraFrame {
+    /// This frame as a [`FrameRef`].
+    pub fn as_frame_ref(&self) -> FrameRef<'_> {
+        FrameRef {
+            width: self.width,
+            height: self.height,
+            stride: self.width as usize * 4,
+            format: PixelFormat::Bgrx,
+            data: &self.data,
+        }
+    }
+}
+
 /// Planar YUV 4:2:0 (I420): the Y plane (`width × height`), then U and V (`width/2 × height/2`
 /// each), tightly packed. Sizes are even.
 #[derive(Debug, Clone, Default)]

@@ -18,7 +18,7 @@ pub mod stamp;
 pub use convert::{Colour, Converter};
 pub use decode::{probe_stream_file, write_png, DecodedFrame, Decoder, StreamInfo};
 pub use encode::{open_encoder, EncodedFrame, Encoder, EncoderConfig};
-pub use frame::{BgraFrame, YuvFrame};
+pub use frame::{BgraFrame, FrameRef, PixelFormat, YuvFrame};
 pub use pattern::TestPattern;
 pub use punktfunk_core::control::Codec;
 pub use stamp::{draw_stamp_bgra, read_stamp_luma, Stamp};

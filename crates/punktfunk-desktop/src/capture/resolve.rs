@@ -1,0 +1,77 @@
+//! Choosing and opening the frame source.
+
+use super::{pattern::PatternSource, CaptureBackend, CaptureError, FrameSource};
+use crate::env::DesktopEnv;
+use crate::probe::{
+    choose, probe_each, BackendId, Candidate, Chosen, NoBackend, Preference, Probe,
+};
+use crate::vdisplay::CaptureTarget;
+use punktfunk_core::control::Mode;
+use std::time::Instant;
+
+/// What a source is opened for.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// The output to capture.
+    pub target: CaptureTarget,
+    /// Its mode.
+    pub mode: Mode,
+    /// The session's clock zero (stamps and capture times count from it).
+    pub epoch: Instant,
+}
+
+/// Whether `backend` can work in `env`.
+pub fn probe(backend: CaptureBackend, env: &DesktopEnv) -> Probe {
+    let not_built = |what: &str| {
+        Probe::Unavailable(format!(
+            "{what}, but this build has no {} capture yet",
+            backend.name()
+        ))
+    };
+    match backend {
+        CaptureBackend::TestPattern => Probe::Available,
+        CaptureBackend::Screencopy => match &env.wayland_display {
+            Some(_) => not_built("a Wayland display is named"),
+            None => Probe::Unavailable("no Wayland display (WAYLAND_DISPLAY is not set)".into()),
+        },
+        CaptureBackend::PipeWire => match &env.pipewire_socket {
+            Some(_) => not_built("a PipeWire socket exists"),
+            None => Probe::Unavailable("no PipeWire socket in the runtime directory".into()),
+        },
+        CaptureBackend::XShm => match &env.x_display {
+            Some(_) => not_built("an X server is named"),
+            None => Probe::Unavailable("no X server (DISPLAY is not set)".into()),
+        },
+    }
+}
+
+/// Every backend with its probe outcome.
+pub fn candidates(env: &DesktopEnv) -> Vec<Candidate> {
+    probe_each(|b| probe(b, env))
+}
+
+/// Chooses a backend.
+pub fn resolve(
+    env: &DesktopEnv,
+    preference: &Preference<CaptureBackend>,
+) -> Result<Chosen<CaptureBackend>, NoBackend> {
+    choose(preference, |b| probe(b, env))
+}
+
+/// Opens a source of the chosen backend.
+pub fn open(
+    backend: CaptureBackend,
+    opts: &SourceOptions,
+) -> Result<Box<dyn FrameSource>, CaptureError> {
+    match backend {
+        CaptureBackend::TestPattern => Ok(Box::new(PatternSource::new(
+            opts.mode,
+            opts.epoch,
+            Instant::now(),
+        )?)),
+        other => Err(CaptureError::Unsupported(format!(
+            "no {} capture in this build",
+            other.name()
+        ))),
+    }
+}

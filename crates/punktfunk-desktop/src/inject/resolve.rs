@@ -1,0 +1,73 @@
+//! Choosing and opening the input injector.
+
+use super::{log::LogInjector, InjectError, InjectorBackend, InputInjector};
+use crate::env::DesktopEnv;
+use crate::probe::{
+    choose, probe_each, BackendId, Candidate, Chosen, NoBackend, Preference, Probe,
+};
+
+/// Whether `backend` can work in `env`.
+pub fn probe(backend: InjectorBackend, env: &DesktopEnv) -> Probe {
+    let not_built = |what: &str| {
+        Probe::Unavailable(format!(
+            "{what}, but this build has no {} injector yet",
+            backend.name()
+        ))
+    };
+    match backend {
+        InjectorBackend::Log => Probe::Available,
+        InjectorBackend::Wlr => match (&env.wayland_display, &env.swaysock) {
+            (Some(_), Some(_)) => not_built("a wlroots compositor (sway) is running"),
+            (Some(_), None) => Probe::Unavailable(
+                "a Wayland display is named, but no sway session (SWAYSOCK is not set)".into(),
+            ),
+            _ => Probe::Unavailable("no Wayland display (WAYLAND_DISPLAY is not set)".into()),
+        },
+        InjectorBackend::Mutter => {
+            if env.desktop_is("GNOME") && env.dbus_session.is_some() {
+                not_built("a GNOME session is running")
+            } else {
+                Probe::Unavailable("no GNOME session with a D-Bus session bus".into())
+            }
+        }
+        InjectorBackend::Xtest => match &env.x_display {
+            Some(_) => not_built("an X server is named"),
+            None => Probe::Unavailable("no X server (DISPLAY is not set)".into()),
+        },
+        InjectorBackend::Uinput => {
+            if env.uinput {
+                not_built("/dev/uinput exists")
+            } else {
+                Probe::Unavailable("/dev/uinput does not exist".into())
+            }
+        }
+    }
+}
+
+/// Every backend with its probe outcome.
+pub fn candidates(env: &DesktopEnv) -> Vec<Candidate> {
+    probe_each(|b| probe(b, env))
+}
+
+/// Chooses a backend.
+pub fn resolve(
+    env: &DesktopEnv,
+    preference: &Preference<InjectorBackend>,
+) -> Result<Chosen<InjectorBackend>, NoBackend> {
+    choose(preference, |b| probe(b, env))
+}
+
+/// Opens an injector of the chosen backend.
+pub fn open(
+    backend: InjectorBackend,
+    env: &DesktopEnv,
+) -> Result<Box<dyn InputInjector>, InjectError> {
+    let _ = env;
+    match backend {
+        InjectorBackend::Log => Ok(Box::new(LogInjector::new())),
+        other => Err(InjectError::Backend(format!(
+            "no {} injector in this build",
+            other.name()
+        ))),
+    }
+}
