@@ -35,7 +35,7 @@ use punktfunk_core::packetizer::{
 };
 use punktfunk_core::session::SendSession;
 use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
-use punktfunk_host::pipeline::thread_cpu_us;
+use punktfunk_host::session::video::thread_cpu_us;
 use punktfunk_media::{
     open_encoder, BgraFrame, Converter, Encoder, EncoderConfig, TestPattern, YuvFrame,
 };

@@ -1,20 +1,29 @@
 //! punktfunk-host: the streaming host.
 //!
-//! - [`serve`]: the punktfunk/1 listener (QUIC control plane, per-session handshake and control).
-//! - [`pipeline`]: one session's video on native threads (source, conversion, encoder, send).
-//! - [`dataplane`]: the shared data-plane UDP socket and its probe authentication.
-//! - [`inject`]: the input injector edge.
-//! - [`audio`]: the audio source edge.
-//! - [`gamestream`]: the GameStream (Moonlight) host: nvhttp, pairing, apps.
+//! - [`caps`]: what this machine offers (encoders, desktop backends), probed once at start.
+//! - [`plan`]: a protocol-neutral stream request → the session plan with its reasons.
+//! - [`session`]: the session that owns the plan and everything built from it (video, input,
+//!   audio threads; the app and its output), the registry of all sessions, their figures.
+//! - [`serve`]: the punktfunk/1 front-end (QUIC control plane, per-session handshake and control).
+//! - [`gamestream`]: the GameStream (Moonlight) front-end: nvhttp, pairing, apps, RTSP, stream.
+//! - [`dataplane`]: the shared punktfunk/1 data-plane UDP socket and its probe authentication.
+//! - [`aids`]: testing aids as decorators (rumble echo, datagram drops).
 //! - [`control`]: the local control channel (`punktfunk-host pin`).
 //! - [`mdns`]: service discovery.
 
-pub mod audio;
+pub mod aids;
+pub mod caps;
 pub mod control;
 pub mod dataplane;
 pub mod gamestream;
-pub mod inject;
 pub mod mdns;
-pub mod pipeline;
+pub mod plan;
 pub mod serve;
+pub mod session;
 pub mod stats;
+
+/// Locks `m`, taking over the data if a thread panicked while holding it: every value behind
+/// these locks is valid after any partial update (counters, queues, handles).
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

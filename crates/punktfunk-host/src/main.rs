@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use punktfunk_core::control::{Codec, Mode};
 use punktfunk_core::crypto::CipherSuite;
 use punktfunk_host::gamestream::clients::ClientStore;
+use punktfunk_host::plan::DesktopPrefs;
 use punktfunk_host::serve::{serve, GameStreamOptions, ServeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -128,6 +129,23 @@ struct ServeArgs {
     /// Do not advertise the host over mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Virtual-display backends to try, in order (auto, or a list of sway, mutter, xorg,
+    /// existing).
+    #[arg(long, default_value = "auto", value_name = "LIST")]
+    display: String,
+    /// Capture backends to try (auto, or a list of screencopy, pipewire, xshm, testpattern).
+    #[arg(long, default_value = "auto", value_name = "LIST")]
+    capture: String,
+    /// Input injectors to try (auto, or a list of wlr, mutter, xtest, uinput, log).
+    #[arg(long, default_value = "auto", value_name = "LIST")]
+    input: String,
+    /// Audio sources to try (auto, or a list of pipewire, tone).
+    #[arg(long, default_value = "auto", value_name = "LIST")]
+    audio: String,
+    /// On a still desktop, send the last picture again after this many milliseconds without a
+    /// new one.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    min_frame_interval: u64,
 }
 
 fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -224,8 +242,36 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
                 drop_audio: a.gamestream_drop_audio,
                 rumble_echo: a.gamestream_rumble_echo,
             },
+            max_mode,
         }),
         mdns: !a.no_mdns,
+        desktop: desktop_prefs(
+            &a.display,
+            &a.capture,
+            &a.input,
+            &a.audio,
+            a.min_frame_interval,
+        )?,
+    })
+}
+
+fn desktop_prefs(
+    display: &str,
+    capture: &str,
+    input: &str,
+    audio: &str,
+    min_frame_interval_ms: u64,
+) -> Result<DesktopPrefs> {
+    use punktfunk_desktop::probe::parse_preference;
+    if !(1..=10_000).contains(&min_frame_interval_ms) {
+        bail!("--min-frame-interval {min_frame_interval_ms} outside 1..=10000 ms");
+    }
+    Ok(DesktopPrefs {
+        display: parse_preference(display).map_err(anyhow::Error::msg)?,
+        capture: parse_preference(capture).map_err(anyhow::Error::msg)?,
+        input: parse_preference(input).map_err(anyhow::Error::msg)?,
+        audio: parse_preference(audio).map_err(anyhow::Error::msg)?,
+        min_frame_interval: Duration::from_millis(min_frame_interval_ms),
     })
 }
 

@@ -1,19 +1,34 @@
-//! `punktfunk-host serve`: the persistent punktfunk/1 listener.
+//! `punktfunk-host serve`: the host's front door.
 //!
-//! Accepts QUIC connections back to back (at most `max_sessions` at once), runs the sans-IO
-//! handshake on the control stream under a deadline, then starts the session's video pipeline
-//! on native threads and serves its control messages (keyframe requests, reconfiguration,
-//! clock probes, receiver stats, Bye) and input datagrams until either side ends it.
+//! Probes what the machine offers once ([`HostCaps`]), then serves punktfunk/1 on QUIC and,
+//! when asked, GameStream; both hand their sessions to the same [`Registry`] (one limit for
+//! all) and build them as protocol-neutral [`Session`]s from a resolved plan.
+//!
+//! punktfunk/1: QUIC connections are accepted back to back, the sans-IO handshake runs on the
+//! control stream under a deadline, then the session's plan is resolved, its session started,
+//! and the control messages (keyframe requests, reconfiguration, clock probes, receiver stats,
+//! Bye) and input datagrams are served until either side ends it. On SIGINT/SIGTERM every
+//! session is told with a Bye (shutdown) and the host exits once they have ended.
 
-use crate::dataplane::DataPlane;
-use crate::inject::{InputInjector, LogInjector};
-use crate::pipeline::{Command, Pipeline, PipelineConfig};
-use crate::stats::Histogram;
+use crate::caps::HostCaps;
+use crate::dataplane::{DataPlane, Destination};
+use crate::plan::{self, StreamRequest};
+use crate::session::registry::{Protocol, Registry};
+use crate::session::video::{
+    thread_cpu_us, EncodeSettings, Encoded, FrameSink, SinkTimes, VideoError,
+};
+use crate::session::{self, Counters, HostContext, Session, Sinks};
 use anyhow::{Context, Result};
-use punktfunk_core::control::{datagram, ByeReason, ClockReply, Codec, Message, Mode};
+use punktfunk_core::control::{datagram, ByeReason, ClockReply, Codec, Message, Mode, Welcome};
 use punktfunk_core::crypto::{packet_key, CipherSuite, Opener};
+use punktfunk_core::fec::FecPolicy;
 use punktfunk_core::handshake::{HostHandshake, HostPolicy};
 use punktfunk_core::input::InputEvent;
+use punktfunk_core::packetizer::{
+    FrameMeta, PacketBatch, PacketizerConfig, STREAM_MIN_DATA_SHARDS, STREAM_MIN_SHARD_LEN,
+};
+use punktfunk_core::session::SendSession;
+use punktfunk_net::UdpSocket;
 use punktfunk_quic::{server_endpoint, ControlStream, Identity};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +73,8 @@ pub struct ServeConfig {
     pub gamestream: Option<GameStreamOptions>,
     /// Advertise the services over mDNS.
     pub mdns: bool,
+    /// Desktop backend preferences.
+    pub desktop: crate::plan::DesktopPrefs,
 }
 
 /// GameStream settings of `serve`.
@@ -71,42 +88,21 @@ pub struct GameStreamOptions {
     pub fec_percent: u32,
     /// Testing aid: drop these fractions of outgoing GameStream video and audio datagrams.
     pub aids: crate::gamestream::stream::TestAids,
+    /// Largest mode served (serverinfo lists display modes up to it).
+    pub max_mode: Mode,
 }
 
-/// `ServerCodecModeSupport` bits for the codecs whose encoders open on this machine (logged).
-pub fn probe_codec_modes(prefer_hardware: bool) -> u32 {
+/// `ServerCodecModeSupport` bits for the codecs whose encoders opened at start.
+pub fn codec_modes(caps: &HostCaps) -> u32 {
     use crate::gamestream::nvhttp::scm;
-    let mut bits = 0;
-    for (codec, bit) in [
+    [
         (Codec::H264, scm::H264),
         (Codec::HEVC, scm::HEVC),
         (Codec::AV1, scm::AV1_MAIN8),
-    ] {
-        let cfg = punktfunk_media::EncoderConfig {
-            codec,
-            width: 320,
-            height: 240,
-            fps: 30,
-            bitrate_kbps: 1000,
-            prefer_hardware,
-            slices: 1,
-            colour: Default::default(),
-        };
-        match punktfunk_media::open_encoder(&cfg) {
-            Ok(e) => {
-                tracing::info!(
-                    codec = codec.name(),
-                    encoder = e.name(),
-                    "GameStream: codec available"
-                );
-                bits |= bit;
-            }
-            Err(e) => {
-                tracing::info!(codec = codec.name(), reason = %e, "GameStream: codec not offered")
-            }
-        }
-    }
-    bits
+    ]
+    .into_iter()
+    .filter(|(c, _)| caps.encoder(*c).is_some())
+    .fold(0, |bits, (_, b)| bits | b)
 }
 
 struct PinHandler(crate::gamestream::GameStream);
@@ -121,16 +117,13 @@ impl crate::control::Handler for PinHandler {
 /// reader for PINs typed into it.
 async fn start_gamestream(
     cfg: &ServeConfig,
+    ctx: &Arc<HostContext>,
     o: &GameStreamOptions,
     identity: &Identity,
     bind: std::net::IpAddr,
 ) -> Result<crate::gamestream::GameStream> {
     let uuid = punktfunk_quic::identity::load_or_create_uuid(&cfg.config_dir.join("host"))?;
-    let codec_modes = tokio::task::spawn_blocking({
-        let hw = cfg.prefer_hardware;
-        move || probe_codec_modes(hw)
-    })
-    .await?;
+    let codec_modes = codec_modes(&ctx.caps);
     let gs = crate::gamestream::GameStream::start(
         crate::gamestream::GameStreamConfig {
             config_dir: cfg.config_dir.clone(),
@@ -138,12 +131,14 @@ async fn start_gamestream(
             base_port: o.base_port,
             hostname: o.hostname.clone(),
             codec_modes,
+            max_mode: o.max_mode,
+            ctx: ctx.clone(),
         },
         identity,
         uuid,
     )
     .await?;
-    start_gamestream_streams(&gs, cfg, o, codec_modes, bind).await?;
+    start_gamestream_streams(&gs, ctx, o, codec_modes, bind).await?;
     let sock = crate::control::start(&cfg.config_dir, Arc::new(PinHandler(gs.clone())))?;
     tracing::info!(socket = %sock.display(), "control channel ready (punktfunk-host pin NNNN)");
     // SAFETY: isatty only inspects the descriptor.
@@ -171,7 +166,7 @@ async fn start_gamestream(
 /// Binds the GameStream streaming ports (RTSP, video, control, audio) and starts serving them.
 async fn start_gamestream_streams(
     gs: &crate::gamestream::GameStream,
-    cfg: &ServeConfig,
+    ctx: &Arc<HostContext>,
     o: &GameStreamOptions,
     codec_modes: u32,
     bind: std::net::IpAddr,
@@ -195,9 +190,10 @@ async fn start_gamestream_streams(
             audio: (bind, audio).into(),
         },
         gs.clone(),
-        cfg.prefer_hardware,
+        ctx.clone(),
         o.aids,
     )?;
+    gs.attach_streams(streams.clone());
     if o.aids.drop_video > 0.0 || o.aids.drop_audio > 0.0 {
         tracing::warn!(
             video = o.aids.drop_video,
@@ -234,23 +230,6 @@ async fn start_gamestream_streams(
     Ok(())
 }
 
-/// CPU time (user + system) this process has used so far, µs.
-fn process_cpu_us() -> u64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0;
-    }
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(ru.ru_utime) + us(ru.ru_stime)
-}
-
-fn stage_json(v: &Histogram) -> serde_json::Value {
-    let ms = |p| f64::from(v.percentile(p)) / 1000.0;
-    serde_json::json!({ "p50": ms(50.0), "p95": ms(95.0), "p99": ms(99.0) })
-}
-
 /// Fills `buf` from the system's secure random source.
 fn fill_random(buf: &mut [u8]) {
     use ring::rand::SecureRandom;
@@ -259,7 +238,23 @@ fn fill_random(buf: &mut [u8]) {
         .expect("the system random source works");
 }
 
-/// Runs the listener until `session_limit` sessions have ended (or forever).
+/// Resolves when the host is asked to stop (SIGINT or SIGTERM).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the host");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Runs the listener until `session_limit` sessions have ended, or until SIGINT/SIGTERM.
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
     let (identity, created) = Identity::load_or_create(&cfg.config_dir.join("host"))
         .context("loading the host identity")?;
@@ -268,10 +263,34 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     }
     let fingerprint = identity.fingerprint();
     tracing::info!(%fingerprint, "host certificate fingerprint (clients pin this with --pin)");
+    let caps = tokio::task::spawn_blocking({
+        let hw = cfg.prefer_hardware;
+        move || HostCaps::probe(punktfunk_desktop::DesktopEnv::from_env(), hw)
+    })
+    .await?;
+    let offered = caps.available(&cfg.codecs);
+    if offered.is_empty() {
+        anyhow::bail!(
+            "none of the codecs offered ({}) has an encoder that opens on this machine (see `punktfunk-host doctor`)",
+            cfg.codecs.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    tracing::info!(
+        codecs = %offered.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
+        "punktfunk/1 offers the codecs whose encoder opens"
+    );
+    let ctx = Arc::new(HostContext {
+        caps,
+        prefs: cfg.desktop.clone(),
+        registry: Registry::new(cfg.max_sessions),
+        prefer_hardware: cfg.prefer_hardware,
+        stats_json: cfg.stats_json.clone(),
+        epoch: Instant::now(),
+    });
     let endpoint = server_endpoint(cfg.listen, &identity).context("binding the QUIC endpoint")?;
     let listen = endpoint.local_addr()?;
-    let _gamestream = match &cfg.gamestream {
-        Some(o) => Some(start_gamestream(&cfg, o, &identity, listen.ip()).await?),
+    let gamestream = match &cfg.gamestream {
+        Some(o) => Some(start_gamestream(&cfg, &ctx, o, &identity, listen.ip()).await?),
         None => None,
     };
     let _mdns = if cfg.mdns {
@@ -311,13 +330,16 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     );
     tracing::info!(%listen, data_port = data.port(), max_sessions = cfg.max_sessions, "listening");
 
-    let active = Arc::new(AtomicUsize::new(0));
-    let epoch = Instant::now();
     // Sessions that got past the QUIC handshake count towards `session_limit`; a client
     // refused by TLS (wrong pin) does not.
     let established = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let cfg = Arc::new(cfg);
+    let offered = Arc::new(offered);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut interrupted = false;
     loop {
         if cfg
             .session_limit
@@ -327,15 +349,17 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         }
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
-            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; shutting down"); break }
+            _ = &mut signal => { interrupted = true; break }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let remote = incoming.remote_address();
-        let (cfg, data, active, established) = (
+        let (cfg, ctx, data, established, offered, stop) = (
             cfg.clone(),
+            ctx.clone(),
             data.clone(),
-            active.clone(),
             established.clone(),
+            offered.clone(),
+            stop_rx.clone(),
         );
         tasks.spawn(async move {
             let conn = match incoming.await {
@@ -346,33 +370,44 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                 }
             };
             established.fetch_add(1, Ordering::SeqCst);
-            let busy = active.fetch_add(1, Ordering::SeqCst) >= cfg.max_sessions;
-            if let Err(e) = session(conn.clone(), &cfg, &data, epoch, busy).await {
+            if let Err(e) = connection(conn.clone(), &cfg, &ctx, &offered, &data, stop).await {
                 tracing::warn!(%remote, error = %e, "session ended with an error");
             }
-            active.fetch_sub(1, Ordering::SeqCst);
             conn.close(0u32.into(), b"bye");
         });
     }
-    while tasks.join_next().await.is_some() {}
+    // Tell every punktfunk/1 session (each sends its client a Bye), end GameStream's stream
+    // and app, then wait for the sessions to finish tearing down.
+    let _ = stop_tx.send(true);
+    if let Some(gs) = &gamestream {
+        let gs = gs.clone();
+        let why = if interrupted {
+            "the host is shutting down"
+        } else {
+            "the host is done"
+        };
+        let _ = tokio::task::spawn_blocking(move || gs.shutdown(why)).await;
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("sessions did not end within 10 s; exiting anyway");
+    }
     endpoint.close(0u32.into(), b"shutdown");
-    endpoint.wait_idle().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    if gamestream.is_some() {
+        let _ = std::fs::remove_file(crate::control::socket_path(&cfg.config_dir));
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
-async fn session(
-    conn: punktfunk_quic::quinn::Connection,
-    cfg: &ServeConfig,
-    data: &DataPlane,
-    epoch: Instant,
-    busy: bool,
-) -> Result<()> {
-    let remote = conn.remote_address();
-    let mut cs = tokio::time::timeout(cfg.handshake_timeout, ControlStream::accept(&conn))
-        .await
-        .context("client opened no control stream in time")??;
-    let policy = HostPolicy {
-        codecs: cfg.codecs.clone(),
+/// The host's policy for punktfunk/1 handshakes (and mode changes).
+fn policy(cfg: &ServeConfig, offered: &[Codec], data: &DataPlane) -> HostPolicy {
+    HostPolicy {
+        codecs: offered.to_vec(),
         max_mode: cfg.max_mode,
         default_bitrate_kbps: cfg.default_bitrate_kbps,
         bitrate_range_kbps: cfg.bitrate_range_kbps,
@@ -381,13 +416,27 @@ async fn session(
         shard_len: cfg.shard_len,
         suite: cfg.suite,
         data_port: data.port(),
-    };
-    let mut hs = HostHandshake::new(policy);
-    if busy {
-        hs.refuse(
-            ByeReason::BUSY,
-            &format!("the host is at its limit of {} sessions", cfg.max_sessions),
-        );
+    }
+}
+
+async fn connection(
+    conn: punktfunk_quic::quinn::Connection,
+    cfg: &ServeConfig,
+    ctx: &Arc<HostContext>,
+    offered: &[Codec],
+    data: &DataPlane,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let remote = conn.remote_address();
+    let ticket = ctx
+        .registry
+        .admit(Protocol::Punktfunk1, &remote.to_string());
+    let mut cs = tokio::time::timeout(cfg.handshake_timeout, ControlStream::accept(&conn))
+        .await
+        .context("client opened no control stream in time")??;
+    let mut hs = HostHandshake::new(policy(cfg, offered, data));
+    if let Err(busy) = &ticket {
+        hs.refuse(ByeReason::BUSY, &busy.to_string());
     }
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let (welcome, hello) = loop {
@@ -418,6 +467,7 @@ async fn session(
             Ok(Err(e)) => return Err(e.into()),
         }
     };
+    let ticket = ticket.expect("a refused handshake never completes");
     tracing::info!(
         %remote, client = %hello.client_name, session = welcome.session_id, codec = %welcome.codec,
         mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps, fec_percent = welcome.fec_percent,
@@ -430,54 +480,127 @@ async fn session(
         welcome.client_to_host.salt,
     )?;
     let dest = data.register(welcome.session_id, Opener::new(c2h));
-    let pcfg = PipelineConfig {
-        welcome: welcome.clone(),
-        prefer_hardware: cfg.prefer_hardware,
-        epoch,
-    };
-    let mut pipeline = match Pipeline::start(pcfg, dest, data.socket()) {
-        Ok(p) => p,
+    let started = start_session(ctx, &welcome, &hello.client_name, dest, data.socket());
+    let session = match started {
+        Ok(s) => Arc::new(s),
         Err(e) => {
             data.unregister(welcome.session_id);
-            let _ = cs
-                .send(&Message::Bye {
-                    reason: ByeReason::INTERNAL,
-                    message: format!("cannot start video: {e}"),
-                })
-                .await;
-            anyhow::bail!("pipeline: {e}");
+            let (reason, message) = match &e {
+                StartError::Plan(r) => (
+                    ByeReason::UNSUPPORTED,
+                    format!("cannot serve this stream: {r}"),
+                ),
+                StartError::Session(e) => (ByeReason::INTERNAL, format!("cannot start video: {e}")),
+            };
+            let _ = cs.send(&Message::Bye { reason, message }).await;
+            anyhow::bail!("{e}");
         }
     };
+    session.register(ticket);
+    let result = control_loop(&conn, &mut cs, &session, cfg, ctx.epoch, &mut stop).await;
+    data.unregister(welcome.session_id);
+    let stats = session.stats();
+    drop(session);
+    stats.log_end(match &result {
+        Ok(r) => r,
+        Err(_) => "error",
+    });
+    if let Some(path) = &ctx.stats_json {
+        session::write_stats_json(path, &stats);
+    }
+    result.map(|_| ())
+}
 
-    let cpu_start = process_cpu_us();
-    let mut injector: Box<dyn InputInjector> = Box::new(LogInjector::default());
-    let mut input_events = 0u64;
-    let result = loop {
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("{0}")]
+    Plan(#[from] plan::Refusal),
+    #[error("{0}")]
+    Session(#[from] session::SessionError),
+}
+
+/// Resolves the plan of a punktfunk/1 stream and starts its session.
+fn start_session(
+    ctx: &HostContext,
+    w: &Welcome,
+    client: &str,
+    dest: Destination,
+    sock: Arc<UdpSocket>,
+) -> Result<Session, StartError> {
+    let request = StreamRequest {
+        protocol: Protocol::Punktfunk1,
+        client: client.to_string(),
+        session: format!("{:016x}", w.session_id),
+        mode: w.mode,
+        codec: w.codec,
+        bitrate_kbps: w.bitrate_kbps,
+        colour: punktfunk_media::Colour::default(),
+        slices: 1,
+        audio: None,
+        app: None,
+    };
+    let plan = plan::resolve(request, &ctx.caps, &ctx.prefs)?;
+    plan.log();
+    let parts = session::open_parts(&plan, &ctx.caps.env, None, ctx.epoch)?;
+    let sink = DataPlaneSink::new(w, sock, dest.clone()).map_err(session::SessionError::Video)?;
+    let settings = EncodeSettings {
+        codec: w.codec,
+        prefer_hardware: ctx.prefer_hardware,
+        slices: 1,
+        colour: punktfunk_media::Colour::default(),
+        epoch: ctx.epoch,
+        min_interval: plan.min_frame_interval,
+    };
+    Ok(Session::start(
+        plan,
+        parts,
+        Sinks {
+            video: Box::new(sink),
+            dest,
+            audio: None,
+        },
+        settings,
+        Arc::new(Counters::default()),
+    )?)
+}
+
+/// Serves one established session's control stream and input datagrams; the `Ok` value says
+/// how it ended.
+async fn control_loop(
+    conn: &punktfunk_quic::quinn::Connection,
+    cs: &mut ControlStream,
+    session: &Session,
+    cfg: &ServeConfig,
+    epoch: Instant,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<&'static str> {
+    let counters = session.counters().clone();
+    counters.declare(&["input_datagrams", "input_malformed", "keyframe_requests"]);
+    loop {
         tokio::select! {
             m = cs.recv() => match m {
                 Ok(Some(Message::RequestKeyframe { frame })) => {
                     tracing::debug!(frame, "keyframe requested");
-                    pipeline.command(Command::Keyframe);
+                    counters.add("keyframe_requests", 1);
+                    session.keyframe();
                 }
                 Ok(Some(Message::Reconfigure { mode, bitrate_kbps })) => {
-                    if let Err(e) = mode.validate().map_err(|e| e.to_string()).and_then(|_| {
+                    if let Err(e) = mode.validate().and_then(|_| {
                         if mode.width > cfg.max_mode.width || mode.height > cfg.max_mode.height { Err(format!("{mode} exceeds {}", cfg.max_mode)) } else { Ok(()) }
                     }) {
                         let _ = cs.send(&Message::Bye { reason: ByeReason::UNSUPPORTED, message: format!("reconfigure refused: {e}") }).await;
-                        break Err(anyhow::anyhow!("reconfigure refused: {e}"));
+                        anyhow::bail!("reconfigure refused: {e}");
                     }
                     let rate = if bitrate_kbps == 0 { 0 } else { bitrate_kbps.clamp(cfg.bitrate_range_kbps.0, cfg.bitrate_range_kbps.1) };
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    pipeline.command(Command::Reconfigure { mode, bitrate_kbps: rate, reply: tx });
-                    match rx.await {
+                    match session.reconfigure(mode, rate).await {
                         Ok(Ok((first_frame, rate))) => {
                             tracing::info!(%mode, first_frame, "reconfigured");
                             cs.send(&Message::Reconfigured { mode, bitrate_kbps: rate, first_frame }).await?;
                         }
                         other => {
-                            let e = match other { Ok(Err(e)) => e, _ => "the pipeline stopped".to_string() };
+                            let e = match other { Ok(Err(e)) => e.to_string(), _ => "the pipeline stopped".to_string() };
                             let _ = cs.send(&Message::Bye { reason: ByeReason::INTERNAL, message: format!("reconfigure failed: {e}") }).await;
-                            break Err(anyhow::anyhow!("reconfigure failed: {e}"));
+                            anyhow::bail!("reconfigure failed: {e}");
                         }
                     }
                 }
@@ -489,73 +612,113 @@ async fn session(
                 Ok(Some(Message::Stats(s))) => tracing::debug!(?s, "receiver stats"),
                 Ok(Some(Message::Bye { reason, message })) => {
                     tracing::info!(%reason, %message, "client ended the session");
-                    break Ok(());
+                    return Ok("client said bye");
                 }
                 Ok(Some(Message::Unknown { ty })) => tracing::debug!(ty, "ignoring unknown control message"),
                 Ok(Some(other)) => {
                     let _ = cs.send(&Message::Bye { reason: ByeReason::PROTOCOL_ERROR, message: "unexpected message".into() }).await;
-                    break Err(anyhow::anyhow!("unexpected control message {other:?}"));
+                    anyhow::bail!("unexpected control message {other:?}");
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => return Ok("client closed the control stream"),
                 Err(punktfunk_quic::TransportError::Malformed(e)) => {
                     let _ = cs.send(&Message::Bye { reason: ByeReason::PROTOCOL_ERROR, message: e.to_string() }).await;
-                    break Err(anyhow::anyhow!("malformed control message: {e}"));
+                    anyhow::bail!("malformed control message: {e}");
                 }
-                Err(e) => break Err(e.into()),
+                Err(e) => return Err(e.into()),
             },
             d = conn.read_datagram() => match d {
                 Ok(bytes) if bytes.first() == Some(&datagram::INPUT) => match InputEvent::decode_batch(&bytes[1..]) {
                     Ok(events) => {
-                        input_events += events.len() as u64;
-                        events.iter().for_each(|e| injector.inject(e));
+                        counters.add("input_datagrams", 1);
+                        events.into_iter().for_each(|e| session.input().inject(e));
                     }
-                    Err(e) => tracing::debug!(error = %e, "dropping a malformed input datagram"),
+                    Err(e) => {
+                        counters.add("input_malformed", 1);
+                        tracing::debug!(error = %e, "dropping a malformed input datagram");
+                    }
                 },
                 Ok(_) => tracing::debug!("dropping a datagram with an unknown code"),
-                Err(e) => break Err(e.into()),
+                Err(e) => return Err(e.into()),
             },
+            _ = stop.changed() => {
+                let _ = cs.send(&Message::Bye { reason: ByeReason::SHUTDOWN, message: "the host is shutting down".into() }).await;
+                return Ok("host shutdown");
+            }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                if let Some(e) = pipeline.failure() {
+                if let Some(e) = session.failure() {
                     let _ = cs.send(&Message::Bye { reason: ByeReason::INTERNAL, message: e.clone() }).await;
-                    break Err(anyhow::anyhow!("pipeline failed: {e}"));
+                    anyhow::bail!("pipeline failed: {e}");
                 }
             }
         }
-    };
-    pipeline.stop();
-    data.unregister(welcome.session_id);
-    let t = pipeline.times();
-    let cpu_us = process_cpu_us().saturating_sub(cpu_start);
-    if let Some(path) = &cfg.stats_json {
-        let j = serde_json::json!({
-            "session": welcome.session_id,
-            "mode": welcome.mode.to_string(),
-            "codec": welcome.codec.to_string(),
-            "bitrate_kbps": welcome.bitrate_kbps,
-            "frames": t.frames,
-            "keyframes": t.keyframes,
-            "bytes": t.bytes,
-            "render_ms": stage_json(&t.render_us),
-            "convert_ms": stage_json(&t.convert_us),
-            "encode_ms": stage_json(&t.encode_us),
-            "send_path_ms": stage_json(&t.send_us),
-            "send_path_cpu_ms": stage_json(&t.send_cpu_us),
-            "host_cpu_ms_per_frame": cpu_us as f64 / 1000.0 / t.frames.max(1) as f64,
-        });
-        if let Err(e) = std::fs::write(path, serde_json::to_vec_pretty(&j).unwrap_or_default()) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the stats file");
-        }
     }
-    tracing::info!(
-        session = welcome.session_id,
-        frames = t.frames,
-        keyframes = t.keyframes,
-        bytes = t.bytes,
-        input_events,
-        injector = injector.name(),
-        encode_p50_us = t.encode_us.percentile(50.0),
-        send_p99_us = t.send_us.percentile(99.0),
-        "session ended"
-    );
-    result
+}
+
+/// punktfunk/1's data plane: the core's packetizer, FEC and sealing, then one batched send.
+pub struct DataPlaneSink {
+    session: SendSession,
+    batch: PacketBatch,
+    sock: Arc<UdpSocket>,
+    dest: Destination,
+}
+
+impl DataPlaneSink {
+    /// A sink for the data plane `welcome` agreed on, sending from `sock` to `dest` once set.
+    pub fn new(
+        w: &Welcome,
+        sock: Arc<UdpSocket>,
+        dest: Destination,
+    ) -> Result<DataPlaneSink, VideoError> {
+        let key = packet_key(w.suite, &w.host_to_client.key, w.host_to_client.salt)
+            .map_err(|e| VideoError::Send(e.to_string()))?;
+        let pcfg = PacketizerConfig {
+            max_shard_len: w.shard_len,
+            fec: FecPolicy {
+                percent: w.fec_percent,
+                min_parity: w.fec_min_parity,
+                max_parity: w.fec_max_parity,
+            },
+            min_data_shards: if w.fec_percent > 0 {
+                STREAM_MIN_DATA_SHARDS
+            } else {
+                1
+            },
+            min_shard_len: STREAM_MIN_SHARD_LEN,
+            ..PacketizerConfig::default()
+        };
+        Ok(DataPlaneSink {
+            session: SendSession::new(pcfg, key),
+            batch: PacketBatch::new(),
+            sock,
+            dest,
+        })
+    }
+}
+
+impl FrameSink for DataPlaneSink {
+    fn deliver(&mut self, f: Encoded, times: &mut SinkTimes) -> Result<bool, VideoError> {
+        let Some(to) = *crate::lock(&self.dest) else {
+            return Ok(true);
+        };
+        let t = Instant::now();
+        let cpu = thread_cpu_us();
+        self.session
+            .send_frame(
+                &f.data,
+                FrameMeta {
+                    timestamp_us: f.capture_us,
+                    keyframe: f.keyframe,
+                },
+                &mut self.batch,
+            )
+            .map_err(|e| VideoError::Send(e.to_string()))?;
+        // A full socket buffer drops datagrams like a congested link would; FEC and keyframe
+        // requests deal with it, so the error is not fatal.
+        let _ = self
+            .sock
+            .send_batch(to, self.batch.as_bytes(), self.batch.segment_size());
+        times.send_us = t.elapsed().as_micros() as u32;
+        times.send_cpu_us = thread_cpu_us().saturating_sub(cpu) as u32;
+        Ok(true)
+    }
 }

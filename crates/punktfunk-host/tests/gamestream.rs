@@ -997,7 +997,8 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
             }
         }
     }
-    let ch = |c: usize, f: f64| punktfunk_host::audio::tone_strength(&pcm, 2, c, f);
+    let ch =
+        |c: usize, f: f64| punktfunk_desktop::audio::tone::tone_strength(&pcm, 2, c, f, 48_000);
     run.left_440 = ch(0, 440.0);
     run.left_660 = ch(0, 660.0);
     run.right_660 = ch(1, 660.0);

@@ -105,29 +105,15 @@ pub fn open_encoder(cfg: &EncoderConfig) -> Result<Box<dyn Encoder>, MediaError>
     }
     let mut reasons = Vec::new();
     for name in candidates(cfg.codec, cfg.prefer_hardware) {
-        if name.ends_with("_vaapi") && !std::path::Path::new("/dev/dri/renderD128").exists() {
-            tracing::info!(
-                encoder = name,
-                "skipped: no /dev/dri render node (no VAAPI device)"
-            );
-            reasons.push(format!("{name}: no VAAPI device"));
-            continue;
-        }
-        if name.ends_with("_vaapi") {
-            // VAAPI needs a hardware frames context and uploads; not wired up yet.
-            tracing::info!(encoder = name, "skipped: VAAPI upload path not implemented");
-            reasons.push(format!("{name}: VAAPI upload not implemented"));
-            continue;
-        }
-        match LavcEncoder::open(name, cfg) {
+        match try_open(name, cfg) {
             Ok(e) => {
                 tracing::info!(encoder = name, codec = %cfg.codec, width = cfg.width, height = cfg.height, fps = cfg.fps,
                     bitrate_kbps = cfg.bitrate_kbps, "encoder opened");
-                return Ok(Box::new(e));
+                return Ok(e);
             }
-            Err(e) => {
-                tracing::info!(encoder = name, reason = %e, "encoder unavailable, trying the next");
-                reasons.push(format!("{name}: {e}"));
+            Err(reason) => {
+                tracing::info!(encoder = name, %reason, "encoder unavailable, trying the next");
+                reasons.push(format!("{name}: {reason}"));
             }
         }
     }
@@ -135,6 +121,41 @@ pub fn open_encoder(cfg: &EncoderConfig) -> Result<Box<dyn Encoder>, MediaError>
         codec: cfg.codec.name().to_string(),
         tried: reasons.join("; "),
     })
+}
+
+/// One encoder [`open_encoder`] would try, and whether it opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderProbe {
+    /// libavcodec's name for it.
+    pub name: &'static str,
+    /// `None` when it opens, otherwise why not.
+    pub unavailable: Option<String>,
+}
+
+/// Tries every encoder [`open_encoder`] would consider for `cfg`, in its order, and says which
+/// open (for `doctor`: the first that opens is the one a stream gets).
+pub fn probe_encoders(cfg: &EncoderConfig) -> Vec<EncoderProbe> {
+    init();
+    candidates(cfg.codec, cfg.prefer_hardware)
+        .into_iter()
+        .map(|name| EncoderProbe {
+            name,
+            unavailable: try_open(name, cfg).err(),
+        })
+        .collect()
+}
+
+fn try_open(name: &'static str, cfg: &EncoderConfig) -> Result<Box<dyn Encoder>, String> {
+    if name.ends_with("_vaapi") && !std::path::Path::new("/dev/dri/renderD128").exists() {
+        return Err("no VAAPI device (no /dev/dri render node)".into());
+    }
+    if name.ends_with("_vaapi") {
+        // VAAPI needs a hardware frames context and uploads; not wired up yet.
+        return Err("VAAPI upload not implemented".into());
+    }
+    LavcEncoder::open(name, cfg)
+        .map(|e| Box::new(e) as Box<dyn Encoder>)
+        .map_err(|e| e.to_string())
 }
 
 /// A libavcodec encoder.

@@ -17,7 +17,9 @@ pub mod stamp;
 
 pub use convert::{Colour, Converter};
 pub use decode::{probe_stream_file, write_png, DecodedFrame, Decoder, StreamInfo};
-pub use encode::{open_encoder, EncodedFrame, Encoder, EncoderConfig};
+pub use encode::{
+    open_encoder, probe_encoders, EncodedFrame, Encoder, EncoderConfig, EncoderProbe,
+};
 pub use frame::{BgraFrame, FrameRef, PixelFormat, YuvFrame};
 pub use pattern::TestPattern;
 pub use punktfunk_core::control::Codec;

@@ -152,7 +152,7 @@ fn main() -> Result<()> {
                 f(v, &[key, "p99"])
             )
         };
-        row("host: render test pattern*", &h, "render_ms");
+        row("host: capture (test pattern render)*", &h, "capture_ms");
         row("host: colour conversion", &h, "convert_ms");
         row("host: encode", &h, "encode_ms");
         row("host: send path (pkt+FEC+seal+send)", &h, "send_path_ms");

@@ -86,4 +86,12 @@ pub trait FrameSource: Send {
     /// Waits until the next picture or `deadline`, whichever comes first; `Ok(None)` when
     /// nothing new arrived by the deadline.
     fn next_frame(&mut self, deadline: Instant) -> Result<Option<Captured<'_>>, CaptureError>;
+    /// Follows its output to a new mode, keeping its clock and frame numbering.
+    /// `Unsupported` (the default) makes the caller open a new source instead.
+    fn set_mode(&mut self, mode: punktfunk_core::control::Mode) -> Result<(), CaptureError> {
+        Err(CaptureError::Unsupported(format!(
+            "{} sources are opened again for a new mode ({mode})",
+            crate::probe::BackendId::name(self.backend())
+        )))
+    }
 }

@@ -79,6 +79,15 @@ impl FrameSource for PatternSource {
             cost_us,
         }))
     }
+
+    fn set_mode(&mut self, mode: Mode) -> Result<(), CaptureError> {
+        mode.validate()
+            .map_err(|e| CaptureError::Unsupported(format!("mode {mode}: {e}")))?;
+        self.pattern = TestPattern::new(mode.width, mode.height);
+        self.frame = BgraFrame::new(mode.width, mode.height);
+        self.interval = Duration::from_secs_f64(1000.0 / f64::from(mode.refresh_mhz));
+        Ok(())
+    }
 }
 
 fn sleep_until(t: Instant) {
@@ -118,6 +127,19 @@ mod tests {
         // Five frames at 100 Hz take at least four intervals.
         assert!(epoch.elapsed() >= Duration::from_millis(40));
         assert_eq!(stamps, [Some(0), Some(1), Some(2), Some(3), Some(4)]);
+    }
+
+    #[test]
+    fn a_mode_change_keeps_the_frame_numbering() {
+        let epoch = Instant::now();
+        let mut src = PatternSource::new(Mode::new(320, 180, 60), epoch, epoch).unwrap();
+        let far = epoch + Duration::from_secs(5);
+        src.next_frame(far).unwrap().unwrap();
+        src.set_mode(Mode::new(640, 360, 30)).unwrap();
+        let c = src.next_frame(far).unwrap().unwrap();
+        assert_eq!((c.frame.width, c.frame.height), (640, 360));
+        assert_eq!(src.next_index(), 2);
+        assert!(src.set_mode(Mode::new(1, 1, 30)).is_err());
     }
 
     #[test]

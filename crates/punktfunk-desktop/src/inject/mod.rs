@@ -160,3 +160,21 @@ impl Held {
         self.keys.is_empty() && self.buttons.is_empty()
     }
 }
+
+impl InputInjector for Box<dyn InputInjector> {
+    fn backend(&self) -> InjectorBackend {
+        (**self).backend()
+    }
+    fn capabilities(&self) -> InjectCaps {
+        (**self).capabilities()
+    }
+    fn inject(&mut self, event: &InputEvent) -> Result<(), InjectError> {
+        (**self).inject(event)
+    }
+    fn release_all(&mut self) {
+        (**self).release_all()
+    }
+    fn feedback(&mut self, out: &mut Vec<Feedback>) {
+        (**self).feedback(out)
+    }
+}

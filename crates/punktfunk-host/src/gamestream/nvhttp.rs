@@ -11,6 +11,7 @@
 
 use super::apps::{self, Catalog};
 use super::clients::ClientStore;
+use crate::session::app::{AppSession, OutputHandle};
 use anyhow::{Context, Result};
 use punktfunk_gamestream::http::{self as gshttp, parse_head, Request, RequestError};
 use punktfunk_gamestream::launch::{session_url, LaunchRequest};
@@ -62,6 +63,10 @@ pub struct GameStreamConfig {
     pub hostname: String,
     /// `ServerCodecModeSupport` bits of the encoders that open here.
     pub codec_modes: u32,
+    /// Largest mode served (serverinfo lists the display modes up to it).
+    pub max_mode: punktfunk_core::control::Mode,
+    /// What the host offers and how it chooses (outputs are created from it on `/launch`).
+    pub ctx: Arc<crate::session::HostContext>,
 }
 
 struct Pending {
@@ -81,6 +86,18 @@ pub struct LaunchSession {
     pub request: LaunchRequest,
     /// Fingerprint of the client that launched.
     pub client: String,
+    /// The client's name.
+    pub client_name: String,
+    /// The app's title.
+    pub app_title: String,
+}
+
+/// A launched app: what the client asked for and the app session (process and output).
+struct RunningApp {
+    launch: LaunchSession,
+    app: AppSession,
+    /// Tells this launch apart from a later one, for the exit callback.
+    generation: u64,
 }
 
 struct State {
@@ -88,8 +105,8 @@ struct State {
     pin_tx: Option<oneshot::Sender<String>>,
     wrong_pins: VecDeque<Instant>,
     locked_until: Option<Instant>,
-    session: Option<LaunchSession>,
-    child: Option<std::process::Child>,
+    app: Option<RunningApp>,
+    generation: u64,
 }
 
 struct Inner {
@@ -103,6 +120,7 @@ struct Inner {
     rtsp_port: u16,
     state: Mutex<State>,
     rng: ring::rand::SystemRandom,
+    streams: Mutex<Option<Arc<super::stream::StreamHost>>>,
 }
 
 /// A running GameStream host (nvhttp).
@@ -154,10 +172,11 @@ impl GameStream {
                 pin_tx: None,
                 wrong_pins: VecDeque::new(),
                 locked_until: None,
-                session: None,
-                child: None,
+                app: None,
+                generation: 0,
             }),
             rng: ring::rand::SystemRandom::new(),
+            streams: Mutex::new(None),
         });
         let gs = GameStream { inner };
         let g = gs.clone();
@@ -222,7 +241,32 @@ impl GameStream {
 
     /// The pending or running app session (what `/launch` or `/resume` set up).
     pub fn session(&self) -> Option<LaunchSession> {
-        self.inner.lock().session.clone()
+        self.inner.lock().app.as_ref().map(|a| a.launch.clone())
+    }
+
+    /// The running app's output and launch, for a stream to attach to.
+    pub fn app_output(&self) -> Option<(OutputHandle, LaunchSession)> {
+        let st = self.inner.lock();
+        let a = st.app.as_ref()?;
+        Some((a.app.output().clone(), a.launch.clone()))
+    }
+
+    /// The streaming side, once started (ended first on shutdown).
+    pub fn attach_streams(&self, streams: Arc<super::stream::StreamHost>) {
+        *crate::lock(&self.inner.streams) = Some(streams);
+    }
+
+    /// Host shutdown: tells a streaming client, ends the stream, then ends the app and removes
+    /// its output.
+    pub fn shutdown(&self, reason: &str) {
+        if let Some(s) = crate::lock(&self.inner.streams).clone() {
+            s.shutdown(reason);
+        }
+        let app = self.inner.lock().app.take();
+        if let Some(mut a) = app {
+            tracing::info!(app = %a.launch.app_title, "host shutdown: ending the app");
+            a.app.end();
+        }
     }
 
     /// Hands the PIN the user typed to the pairing that waits for it.
@@ -344,8 +388,8 @@ impl GameStream {
                     None => reply(Reply::error(404, "no such app")),
                 }
             }
-            "/launch" => reply(self.launch(req, local, &client.fingerprint, false)),
-            "/resume" => reply(self.launch(req, local, &client.fingerprint, true)),
+            "/launch" => reply(self.launch(req, local, &client, false)),
+            "/resume" => reply(self.launch(req, local, &client, true)),
             "/cancel" => reply(self.cancel()),
             _ => reply(Reply::error(404, "Not Found")),
         }
@@ -353,7 +397,7 @@ impl GameStream {
 
     fn serverinfo(&self, req: &Request, local: SocketAddr, paired: bool) -> Reply {
         let st = self.inner.lock();
-        let running = st.session.as_ref().map_or(0, |s| s.app_id);
+        let running = st.app.as_ref().map_or(0, |a| a.launch.app_id);
         let local_ip = match local.ip() {
             IpAddr::V6(a) => a
                 .to_ipv4_mapped()
@@ -384,6 +428,7 @@ impl GameStream {
                 u8::from(paired && req.param("uniqueid").is_some()),
             )
             .field("currentgame", running)
+            .raw(&display_modes(self.inner.cfg.max_mode))
             .field(
                 "state",
                 if running != 0 {
@@ -554,7 +599,13 @@ impl GameStream {
         }
     }
 
-    fn launch(&self, req: &Request, local: SocketAddr, client: &str, resume: bool) -> Reply {
+    fn launch(
+        &self,
+        req: &Request,
+        local: SocketAddr,
+        client: &super::clients::PairedClient,
+        resume: bool,
+    ) -> Reply {
         let request = match LaunchRequest::parse(req, resume) {
             Ok(r) => r,
             Err(reply) => return reply,
@@ -562,68 +613,136 @@ impl GameStream {
         let url = session_url(request.core_version >= 1, local.ip(), self.inner.rtsp_port);
         let mut st = self.inner.lock();
         if resume {
-            let Some(s) = st.session.as_mut() else {
+            let Some(a) = st.app.as_mut() else {
                 return Reply::error(503, "Nothing to resume").field("resume", 0);
             };
-            tracing::info!(app = s.app_id, ?request, "resume");
-            s.request = request;
-            s.client = client.to_string();
+            tracing::info!(app = %a.launch.app_title, ?request, "resume");
+            a.launch.request = request;
+            a.launch.client = client.fingerprint.clone();
+            a.launch.client_name = client.name.clone();
             return Reply::ok().field("sessionUrl0", url).field("resume", 1);
         }
-        if st.session.is_some() {
+        if st.app.is_some() {
             return Reply::error(400, "An app is already running on this host").field("resume", 0);
         }
         let Some(app) = self.inner.apps.get(request.app_id).cloned() else {
             return Reply::error(404, "No such app").field("gamesession", 0);
         };
-        if let Some(cmd) = &app.command {
-            match std::process::Command::new(&cmd[0]).args(&cmd[1..]).spawn() {
-                Ok(child) => {
-                    tracing::info!(app = %app.title, pid = child.id(), "started the app");
-                    st.child = Some(child);
-                }
-                Err(e) => {
-                    tracing::error!(app = %app.title, error = %e, "cannot start the app");
-                    return Reply::error(500, &format!("Cannot start {}: {e}", app.title))
-                        .field("gamesession", 0);
+        // The output exists before the app, so the app starts on it.
+        let (w, h, fps) = request.mode.unwrap_or((1280, 720, 60));
+        let mode = punktfunk_core::control::Mode::new(w, h, fps);
+        let output = match self.create_output(mode) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(app = %app.title, %mode, error = %e, "cannot create the app's output");
+                return Reply::error(
+                    500,
+                    &format!("Cannot create a display for {}: {e}", app.title),
+                )
+                .field("gamesession", 0);
+            }
+        };
+        st.generation += 1;
+        let generation = st.generation;
+        let weak = Arc::downgrade(&self.inner);
+        let on_exit = Box::new(move |_status| {
+            // The app ended by itself: its launch ends with it (and the stream, which watches).
+            if let Some(inner) = weak.upgrade() {
+                let mut st = inner.lock();
+                if st.app.as_ref().is_some_and(|a| a.generation == generation) {
+                    let gone = st.app.take();
+                    drop(st);
+                    drop(gone);
                 }
             }
-        }
+        });
+        let session = match AppSession::launch(&app.title, app.command.as_deref(), output, on_exit)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(app = %app.title, error = %e, "cannot start the app");
+                return Reply::error(500, &format!("Cannot start {}: {e}", app.title))
+                    .field("gamesession", 0);
+            }
+        };
         tracing::info!(app = %app.title, ?request, "launch");
-        st.session = Some(LaunchSession {
-            app_id: app.id,
-            request,
-            client: client.to_string(),
+        st.app = Some(RunningApp {
+            launch: LaunchSession {
+                app_id: app.id,
+                request,
+                client: client.fingerprint.clone(),
+                client_name: client.name.clone(),
+                app_title: app.title.clone(),
+            },
+            app: session,
+            generation,
         });
         Reply::ok()
             .field("sessionUrl0", url)
             .field("gamesession", 1)
     }
 
+    /// An output at `mode` on the display backend the configuration chooses.
+    fn create_output(
+        &self,
+        mode: punktfunk_core::control::Mode,
+    ) -> Result<OutputHandle, Box<dyn std::error::Error + Send + Sync>> {
+        let ctx = &self.inner.cfg.ctx;
+        let chosen = punktfunk_desktop::vdisplay::resolve(&ctx.caps.env, &ctx.prefs.display)?;
+        tracing::info!(display = %chosen.reason, %mode, "creating the app's output");
+        let mut display = punktfunk_desktop::vdisplay::open(chosen.backend, &ctx.caps.env)?;
+        Ok(Arc::new(Mutex::new(display.create(mode)?)))
+    }
+
     fn cancel(&self) -> Reply {
-        let mut st = self.inner.lock();
-        if let Some(s) = st.session.take() {
-            tracing::info!(app = s.app_id, "session cancelled; app ended");
-        }
-        if let Some(mut c) = st.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        let app = self.inner.lock().app.take();
+        if let Some(mut a) = app {
+            tracing::info!(app = %a.launch.app_title, "session cancelled; ending the app");
+            a.app.end();
+            tracing::info!(app = a.launch.app_id, "session cancelled; app ended");
         }
         Reply::ok().field("cancel", 1)
     }
 }
 
-impl Inner {
-    /// The state, after noticing an app that ended by itself (its session ends with it).
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = st.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                tracing::info!(%status, "the app ended; its session ends too");
-                st.child = None;
-                st.session = None;
-            }
+/// `<SupportedDisplayModes>` for serverinfo: common sizes and refresh rates up to `max`
+/// (some clients refuse to launch a mode the host does not list).
+pub fn display_modes(max: punktfunk_core::control::Mode) -> String {
+    const SIZES: [(u32, u32); 12] = [
+        (640, 360),
+        (854, 480),
+        (1280, 720),
+        (1280, 800),
+        (1366, 768),
+        (1600, 900),
+        (1920, 1080),
+        (1920, 1200),
+        (2560, 1080),
+        (2560, 1440),
+        (3440, 1440),
+        (3840, 2160),
+    ];
+    const RATES: [u32; 7] = [30, 60, 90, 120, 144, 165, 240];
+    let mut out = String::from("<SupportedDisplayModes>");
+    for (w, h) in SIZES {
+        if w > max.width || h > max.height {
+            continue;
         }
-        st
+        for fps in RATES {
+            if fps * 1000 > max.refresh_mhz {
+                continue;
+            }
+            out.push_str(&format!(
+                "<DisplayMode><Width>{w}</Width><Height>{h}</Height><RefreshRate>{fps}</RefreshRate></DisplayMode>"
+            ));
+        }
+    }
+    out.push_str("</SupportedDisplayModes>");
+    out
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        crate::lock(&self.state)
     }
 }

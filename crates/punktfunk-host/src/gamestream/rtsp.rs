@@ -260,11 +260,13 @@ async fn handle(inner: &Arc<Inner>, req: &Request) -> Reply {
                 }
             };
             let streams = inner.streams.clone();
+            let gs = inner.gs.clone();
             let key = launch.request.rikey;
             let key_id = launch.request.rikey_id as u32;
-            let started =
-                tokio::task::spawn_blocking(move || streams.start_session(plan, ids, key, key_id))
-                    .await;
+            let started = tokio::task::spawn_blocking(move || {
+                streams.start_session(&gs, plan, ids, key, key_id)
+            })
+            .await;
             match started {
                 Ok(Ok(_)) => Reply::new(200, cseq),
                 Ok(Err(e)) => {

@@ -1,43 +1,46 @@
-//! A GameStream streaming session: video, audio and the control stream, on native threads.
+//! A GameStream streaming session: video, audio and the control stream, on native threads,
+//! around one protocol-neutral [`Session`].
 //!
 //! ```text
-//! encode thread:  source → conversion → encoder → §7 packetizer + FEC + AES-GCM → UDP
-//! video thread:   waits for the client's ping, drains later pings, watches the encoder
-//! audio thread:   AudioSource → Opus (hard CBR) → RTP + AES-CBC + 4+2 FEC → UDP
+//! encode thread:  FrameSource → conversion → encoder → VideoSink (§7 packets + FEC + AES-GCM → UDP)
+//! video thread:   waits for the client's ping, drains later pings, watches the session
+//! audio thread:   AudioSource → Opus (hard CBR) → AudioSink (RTP + AES-CBC + 4+2 FEC → UDP)
+//! input thread:   the session's injector
 //! control thread: ENet host on UDP, encrypted control messages → IDR requests, input, keep-alive
 //! ```
 //!
 //! The sockets and the ENet host live as long as the GameStream host; a session (created by
-//! RTSP ANNOUNCE) attaches to them. Video and audio start when the client's ping carrying the
-//! session's ping payload arrives; the control stream accepts only the ENet peer whose connect
-//! data matches. A session ends when the client disconnects, after 10 s without control
-//! traffic, when the app ends or is cancelled (the client is told with a termination message),
-//! or when a new session replaces it. The app keeps running after the client disconnects, so
-//! `/resume` starts a new session.
+//! RTSP ANNOUNCE) attaches to them, streaming the output of the app session `/launch` made.
+//! Video and audio start when the client's ping carrying the session's ping payload arrives; the
+//! control stream accepts only the ENet peer whose connect data matches. A session ends when the
+//! client disconnects, after 10 s without control traffic, when the app ends or is cancelled, or
+//! when the host shuts down (the client is told with a termination message), or when a new
+//! session replaces it. The app keeps running after the client disconnects, so `/resume` starts
+//! a new session.
 
 use super::nvhttp::GameStream;
-use crate::audio::{AudioSource, OpusEncoder, ToneSource, SAMPLE_RATE};
+use crate::aids::{DatagramOut, Dropping, RumbleEcho};
 use crate::dataplane::Destination;
-use crate::inject::{InputInjector, LogInjector, RumbleEchoInjector};
-use crate::pipeline::{
-    thread_cpu_us, Command, EncodeSettings, EncodeThread, Encoded, FrameSink, StageTimes,
+use crate::plan::{self, StreamRequest};
+use crate::session::audio::{AudioPlan, AudioSink};
+use crate::session::registry::Protocol;
+use crate::session::video::{
+    thread_cpu_us, EncodeSettings, Encoded, FrameSink, SinkTimes, VideoError,
 };
-use crate::stats::Histogram;
+use crate::session::{self, Counters, HostContext, Session, Sinks};
 use punktfunk_core::control::{Codec, Mode};
 use punktfunk_core::input::Feedback;
-use punktfunk_gamestream::audio::AudioPacketizer;
+use punktfunk_gamestream::audio::{AudioPacketizer, OpusLayout};
 use punktfunk_gamestream::control::{self as ctl, ClientMessage, ControlCipher};
 use punktfunk_gamestream::input::{self, Input};
 use punktfunk_gamestream::plan::{SessionPlan, VideoCodec};
 use punktfunk_gamestream::rtsp::Origin;
 use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
 use punktfunk_media::Colour;
-use punktfunk_net::{ImpairConfig, Impairment, UdpSocket};
+use punktfunk_net::UdpSocket;
 use rusty_enet as enet;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,6 +54,18 @@ const BURST: usize = 64;
 /// Pacing rate for video bursts, bytes per second (about 800 Mbit/s).
 const PACE_BYTES_PER_SEC: f64 = 100e6;
 
+/// The counters a GameStream session keeps beside the session's own (always in its log line).
+const COUNTERS: &[&str] = &[
+    "video_datagrams",
+    "video_send_errors",
+    "idr_requests",
+    "control_messages",
+    "control_dropped",
+    "input_dropped",
+    "rumble_sent",
+    "skipped_for_idr",
+];
+
 /// What SETUP handed out: the values that tie UDP pings and the ENet connection to a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionIds {
@@ -62,56 +77,53 @@ pub struct SessionIds {
     pub connect_data: u32,
 }
 
-/// Counters of one session, logged when it ends.
-#[derive(Debug, Default)]
-pub struct SessionStats {
-    /// Frames sent.
-    pub frames: AtomicU64,
-    /// Keyframes sent.
-    pub keyframes: AtomicU64,
-    /// Video datagrams sent.
-    pub video_datagrams: AtomicU64,
-    /// Video datagrams the socket refused (full buffer).
-    pub video_send_errors: AtomicU64,
-    /// Audio packets (Opus frames) sent.
-    pub audio_packets: AtomicU64,
-    /// IDR requests received.
-    pub idr_requests: AtomicU64,
-    /// Encoded P-frames not sent because an IDR was on its way (the client drops them anyway).
-    pub skipped_for_idr: AtomicU64,
-    /// Control messages received.
-    pub control_messages: AtomicU64,
-    /// Control packets dropped (bad envelope or authentication).
-    pub control_dropped: AtomicU64,
-    /// Input events handed to the injector.
-    pub input_events: AtomicU64,
-    /// Input packets dropped as malformed.
-    pub input_dropped: AtomicU64,
-    /// Send-path time per frame (packetize + FEC + encrypt + send), µs, CPU time.
-    pub send_cpu_us: Mutex<Histogram>,
-    /// Rumble messages sent to the client.
-    pub rumble_sent: AtomicU64,
+/// The Opus stream of a GameStream plan.
+pub fn audio_plan(layout: &OpusLayout, packet_ms: u32) -> AudioPlan {
+    AudioPlan {
+        channels: layout.channels,
+        streams: layout.streams,
+        coupled: layout.coupled,
+        bitrate: layout.bitrate,
+        packet_ms,
+    }
+}
+
+/// The colour of a GameStream plan.
+pub fn colour(plan: &SessionPlan) -> Colour {
+    match (plan.bt709, plan.full_range) {
+        (false, false) => Colour::Bt601Limited,
+        (false, true) => Colour::Bt601Full,
+        (true, false) => Colour::Bt709Limited,
+        (true, true) => Colour::Bt709Full,
+    }
+}
+
+/// The codec of a GameStream plan.
+pub fn codec(plan: &SessionPlan) -> Codec {
+    match plan.codec {
+        VideoCodec::H264 => Codec::H264,
+        VideoCodec::Hevc => Codec::HEVC,
+        VideoCodec::Av1 => Codec::AV1,
+    }
 }
 
 /// One streaming session.
 pub struct ActiveSession {
-    /// The resolved plan.
+    /// The resolved wire-level plan.
     pub plan: SessionPlan,
     /// The ids SETUP gave out.
     pub ids: SessionIds,
     key: [u8; 16],
-    key_id: u32,
-    stop: AtomicBool,
-    /// An IDR was requested and has not been sent yet.
-    awaiting_idr: AtomicBool,
+    stop: Arc<AtomicBool>,
     /// Why it ended (first reason wins).
     end_reason: Mutex<Option<String>>,
-    commands: Mutex<Option<Sender<Command>>>,
-    /// Counters.
-    pub stats: SessionStats,
-    input_kinds: Mutex<BTreeMap<&'static str, u64>>,
+    session: Mutex<Option<Session>>,
+    counters: Arc<Counters>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     started: Instant,
+    stats_json: Option<std::path::PathBuf>,
+    /// The session's place in the host's registry, freed when it finishes.
+    ticket: Mutex<Option<session::registry::Ticket>>,
 }
 
 impl std::fmt::Debug for ActiveSession {
@@ -126,7 +138,7 @@ impl std::fmt::Debug for ActiveSession {
 impl ActiveSession {
     /// Asks every thread of the session to stop; the first reason is the one logged.
     pub fn end(&self, reason: &str) {
-        let mut r = self.end_reason.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = crate::lock(&self.end_reason);
         if r.is_none() {
             *r = Some(reason.to_string());
         }
@@ -138,77 +150,40 @@ impl ActiveSession {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Runs `f` on the session while it runs.
+    fn with<R>(&self, f: impl FnOnce(&Session) -> R) -> Option<R> {
+        crate::lock(&self.session).as_ref().map(f)
+    }
+
     fn keyframe(&self) {
-        self.awaiting_idr.store(true, Ordering::Relaxed);
-        if let Some(c) = self
-            .commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            let _ = c.send(Command::Keyframe);
-        }
+        self.with(|s| s.keyframe());
     }
 
+    /// Counts an input message the protocol could not turn into an event.
     fn count_input(&self, kind: &'static str) {
-        *self
-            .input_kinds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(kind)
-            .or_default() += 1;
+        self.with(|s| s.input().counters().count_kind(kind));
     }
 
-    /// Joins the session's threads and logs its figures.
+    /// Stops the session's threads, tears the session down and logs its figures.
     fn finish(&self) {
-        let threads: Vec<_> = self
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let threads: Vec<_> = crate::lock(&self.threads).drain(..).collect();
         for t in threads {
             let _ = t.join();
         }
-        let s = &self.stats;
-        let cpu = s
-            .send_cpu_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let inputs = self
-            .input_kinds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        tracing::info!(
-            reason = self
-                .end_reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_deref()
-                .unwrap_or("stopped"),
-            seconds = format!("{:.1}", self.started.elapsed().as_secs_f64()),
-            frames = s.frames.load(Ordering::Relaxed),
-            keyframes = s.keyframes.load(Ordering::Relaxed),
-            video_datagrams = s.video_datagrams.load(Ordering::Relaxed),
-            video_send_errors = s.video_send_errors.load(Ordering::Relaxed),
-            audio_packets = s.audio_packets.load(Ordering::Relaxed),
-            idr_requests = s.idr_requests.load(Ordering::Relaxed),
-            skipped_for_idr = s.skipped_for_idr.load(Ordering::Relaxed),
-            control_messages = s.control_messages.load(Ordering::Relaxed),
-            control_dropped = s.control_dropped.load(Ordering::Relaxed),
-            input_events = s.input_events.load(Ordering::Relaxed),
-            input_dropped = s.input_dropped.load(Ordering::Relaxed),
-            rumble_sent = s.rumble_sent.load(Ordering::Relaxed),
-            send_cpu_p50_us = cpu.percentile(50.0),
-            send_cpu_p99_us = cpu.percentile(99.0),
-            inputs = %inputs,
-            "GameStream session ended"
-        );
+        let Some(mut session) = crate::lock(&self.session).take() else {
+            return;
+        };
+        session.stop();
+        let stats = session.stats();
+        drop(session);
+        let reason = crate::lock(&self.end_reason)
+            .clone()
+            .unwrap_or_else(|| "stopped".into());
+        stats.log_end(&reason);
+        if let Some(path) = &self.stats_json {
+            session::write_stats_json(path, &stats);
+        }
+        crate::lock(&self.ticket).take();
     }
 }
 
@@ -217,10 +192,10 @@ pub struct StreamHost {
     video: Arc<UdpSocket>,
     audio: Arc<UdpSocket>,
     active: Mutex<Option<Arc<ActiveSession>>>,
-    prefer_hardware: bool,
-    epoch: Instant,
+    ctx: Arc<HostContext>,
     /// Testing aids (all off by default).
     aids: TestAids,
+    shutting_down: AtomicBool,
 }
 
 /// Testing aids, all off by default.
@@ -231,31 +206,8 @@ pub struct TestAids {
     pub drop_video: f64,
     /// The same for audio datagrams.
     pub drop_audio: f64,
-    /// Answer the client's gamepad triggers with rumble ([`crate::inject::RumbleEchoInjector`]).
+    /// Answer the client's gamepad triggers with rumble ([`crate::aids::RumbleEcho`]).
     pub rumble_echo: bool,
-}
-
-/// The project's impairment model with random loss only, for the drop testing aids (`None`
-/// when nothing is dropped).
-fn dropper(fraction: f64, seed: u64) -> Option<Impairment> {
-    (fraction > 0.0).then(|| {
-        Impairment::new(ImpairConfig {
-            loss: fraction,
-            seed,
-            ..Default::default()
-        })
-    })
-}
-
-/// Whether `dropper` lets `datagram` through (no delay is configured: what passes comes straight
-/// back out).
-fn passes(dropper: &mut Option<Impairment>, datagram: &[u8]) -> bool {
-    let Some(imp) = dropper else {
-        return true;
-    };
-    let now = Instant::now();
-    imp.push(now, datagram.to_vec());
-    imp.poll(now).is_some()
 }
 
 /// Ports and options of the streaming side.
@@ -269,12 +221,33 @@ pub struct StreamPorts {
     pub audio: SocketAddr,
 }
 
+/// Why a stream could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// No app session to stream (nothing launched, or it ended).
+    #[error("no app is running")]
+    NoApp,
+    /// The host-wide session limit.
+    #[error(transparent)]
+    Busy(#[from] session::registry::Busy),
+    /// The plan cannot be served here.
+    #[error(transparent)]
+    Plan(#[from] plan::Refusal),
+    /// The session could not be built.
+    #[error(transparent)]
+    Session(#[from] session::SessionError),
+    /// A wire-level part (packetizer) refused the plan.
+    #[error("{0}")]
+    Protocol(String),
+}
+
 impl StreamHost {
     /// Binds video, audio and control and starts the control thread.
     pub fn start(
         ports: &StreamPorts,
         gs: GameStream,
-        prefer_hardware: bool,
+        ctx: Arc<HostContext>,
         aids: TestAids,
     ) -> anyhow::Result<Arc<StreamHost>> {
         use anyhow::Context;
@@ -294,9 +267,9 @@ impl StreamHost {
             video,
             audio,
             active: Mutex::new(None),
-            prefer_hardware,
-            epoch: Instant::now(),
+            ctx,
             aids,
+            shutting_down: AtomicBool::new(false),
         });
         let enet_host = enet::Host::new(
             control,
@@ -322,142 +295,189 @@ impl StreamHost {
 
     /// The running session, if any.
     pub fn active(&self) -> Option<Arc<ActiveSession>> {
-        self.active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::lock(&self.active).clone()
     }
 
     /// Ends the running session (if any) and waits for its threads.
     pub fn stop_active(&self, reason: &str) {
-        let old = self.active.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let old = crate::lock(&self.active).take();
         if let Some(s) = old {
             s.end(reason);
             s.finish();
         }
     }
 
-    /// Starts a session for `plan`: opens the encoder (its failure is the error) and starts the
-    /// video and audio threads, which wait for the client's pings.
+    /// Tells the client the host is going away (the control thread sends the termination
+    /// message) and ends the session.
+    pub fn shutdown(&self, reason: &str) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        if let Some(s) = self.active() {
+            s.end(reason);
+        }
+        // Give the control thread a moment to send the termination message.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self.active().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop_active(reason);
+    }
+
+    /// Starts a session for `plan` on the output of the running app: resolves the session plan,
+    /// opens the encoder (its failure is the error) and starts the threads, which wait for the
+    /// client's pings.
     pub fn start_session(
         self: &Arc<Self>,
+        gs: &GameStream,
         plan: SessionPlan,
         ids: SessionIds,
         key: [u8; 16],
         key_id: u32,
-    ) -> Result<Arc<ActiveSession>, String> {
+    ) -> Result<Arc<ActiveSession>, StartError> {
         self.stop_active("replaced by a new session");
+        let ctx = &self.ctx;
+        let (output, launch) = gs.app_output().ok_or(StartError::NoApp)?;
+        let ticket = ctx
+            .registry
+            .admit(Protocol::GameStream, &launch.client_name)?;
         for r in &plan.reasons {
             tracing::info!(plan = %r, "GameStream session plan");
         }
-        let codec = match plan.codec {
-            VideoCodec::H264 => Codec::H264,
-            VideoCodec::Hevc => Codec::HEVC,
-            VideoCodec::Av1 => Codec::AV1,
+        let request = StreamRequest {
+            protocol: Protocol::GameStream,
+            client: launch.client_name.clone(),
+            session: ids.session_id.clone(),
+            mode: Mode::new(plan.width, plan.height, plan.fps),
+            codec: codec(&plan),
+            bitrate_kbps: plan.bitrate_kbps,
+            colour: colour(&plan),
+            slices: plan.slices,
+            audio: Some(audio_plan(&plan.audio, plan.audio_packet_ms)),
+            app: Some(launch.app_title.clone()),
         };
+        let splan = plan::resolve(request, &ctx.caps, &ctx.prefs)?;
+        splan.log();
+        // A resumed stream may ask for another mode than the launch did.
+        if let Err(e) = crate::lock(&output).set_mode(splan.request.mode) {
+            return Err(StartError::Session(e.into()));
+        }
+        let mut parts = session::open_parts(&splan, &ctx.caps.env, Some(output), ctx.epoch)?;
+        if self.aids.rumble_echo {
+            parts.injector = Box::new(RumbleEcho::new(parts.injector));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        counters.declare(COUNTERS);
         let dest: Destination = Arc::new(Mutex::new(None));
-        let packetizer = VideoPacketizer::new(
-            plan.packet_size,
-            plan.fec_percent,
-            plan.min_parity,
+        let video_out: Box<dyn DatagramOut> = if self.aids.drop_video > 0.0 {
+            Box::new(Dropping::new(
+                self.video.clone(),
+                self.aids.drop_video,
+                0x9E37_79B9_7F4A_7C15,
+            ))
+        } else {
+            Box::new(self.video.clone())
+        };
+        let sink = VideoSink::new(
+            &plan,
             plan.video_encrypted.then_some(&key),
+            video_out,
+            dest.clone(),
+            counters.clone(),
+            stop.clone(),
+            ctx.epoch,
         )
-        .map_err(|e| e.to_string())?;
-        let opus = OpusEncoder::new(&plan.audio)?;
+        .map_err(|e| StartError::Protocol(e.to_string()))?;
+        let audio_out: Box<dyn DatagramOut> = if self.aids.drop_audio > 0.0 {
+            Box::new(Dropping::new(
+                self.audio.clone(),
+                self.aids.drop_audio,
+                0x2545_F491_4F6C_DD1D,
+            ))
+        } else {
+            Box::new(self.audio.clone())
+        };
+        let audio_sink = GsAudioSink {
+            sock: self.audio.clone(),
+            out: audio_out,
+            ping_payload: ids.ping_payload,
+            to: None,
+            pk: AudioPacketizer::new(
+                plan.audio_encrypted.then_some(key),
+                key_id,
+                plan.audio_packet_ms,
+            ),
+        };
+        let settings = EncodeSettings {
+            codec: codec(&plan),
+            prefer_hardware: ctx.prefer_hardware,
+            slices: plan.slices,
+            colour: colour(&plan),
+            epoch: ctx.epoch,
+            min_interval: splan.min_frame_interval,
+        };
+        let sess = Session::start(
+            splan,
+            parts,
+            Sinks {
+                video: Box::new(sink),
+                dest: dest.clone(),
+                audio: Some(Box::new(audio_sink)),
+            },
+            settings,
+            counters.clone(),
+        )?;
         let session = Arc::new(ActiveSession {
             plan,
             ids,
             key,
-            key_id,
-            stop: AtomicBool::new(false),
-            awaiting_idr: AtomicBool::new(false),
+            stop,
             end_reason: Mutex::new(None),
-            // Filled once the encode thread runs (nothing asks for a keyframe before that).
-            commands: Mutex::new(None),
-            stats: SessionStats::default(),
-            input_kinds: Mutex::new(BTreeMap::new()),
+            session: Mutex::new(Some(sess)),
+            counters,
             threads: Mutex::new(Vec::new()),
             started: Instant::now(),
+            stats_json: ctx.stats_json.clone(),
+            ticket: Mutex::new(None),
         });
-        let plan = &session.plan;
-        let sink = VideoSink {
-            host: self.clone(),
-            session: session.clone(),
-            dest: dest.clone(),
-            dlen: packetizer.datagram_len(),
-            pk: packetizer,
-            out: Vec::new(),
-            index: 0,
-            dropper: dropper(self.aids.drop_video, 0x9E37_79B9_7F4A_7C15),
-            survivors: Vec::new(),
-        };
-        let enc = EncodeThread::start(
-            EncodeSettings {
-                codec,
-                prefer_hardware: self.prefer_hardware,
-                slices: plan.slices,
-                colour: match (plan.bt709, plan.full_range) {
-                    (false, false) => Colour::Bt601Limited,
-                    (false, true) => Colour::Bt601Full,
-                    (true, false) => Colour::Bt709Limited,
-                    (true, true) => Colour::Bt709Full,
-                },
-                epoch: self.epoch,
-            },
-            Mode::new(plan.width, plan.height, plan.fps),
-            plan.bitrate_kbps,
-            dest.clone(),
-            Box::new(sink),
-            Arc::new(Mutex::new(StageTimes::default())),
-        )?;
-        *session.commands.lock().unwrap_or_else(|e| e.into_inner()) = Some(enc.commands.clone());
-        let video = {
+        let weak = Arc::downgrade(&session);
+        let gone = crate::lock(&session.session)
+            .as_ref()
+            .map(|x| x.stats())
+            .expect("the session was just stored");
+        ticket.attach(Arc::new(move || {
+            weak.upgrade()
+                .and_then(|s| s.with(|x| x.stats()))
+                .unwrap_or_else(|| gone.clone())
+        }));
+        *crate::lock(&session.ticket) = Some(ticket);
+        let watcher = {
             let (s, h) = (session.clone(), self.clone());
             std::thread::Builder::new()
                 .name("gs-video".into())
-                .spawn(move || video_loop(&h, &s, enc, &dest))
-                .map_err(|e| e.to_string())?
+                .spawn(move || video_loop(&h, &s, &dest))
+                .map_err(|e| StartError::Session(e.into()))?
         };
-        let audio = {
-            let (s, h) = (session.clone(), self.clone());
-            std::thread::Builder::new()
-                .name("gs-audio".into())
-                .spawn(move || {
-                    let tone = ToneSource::new(usize::from(s.plan.audio.channels));
-                    audio_loop(&h, &s, opus, Box::new(tone))
-                })
-                .map_err(|e| e.to_string())?
-        };
-        session
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend([video, audio]);
-        *self.active.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+        crate::lock(&session.threads).push(watcher);
+        *crate::lock(&self.active) = Some(session.clone());
         Ok(session)
     }
 }
 
-/// Waits for a ping carrying `payload` on `sock`; returns its source.
-fn wait_for_ping(sock: &UdpSocket, session: &ActiveSession, what: &str) -> Option<SocketAddr> {
+/// Waits for a ping carrying `payload` on `sock` until `deadline` or `stop`; returns its source.
+fn wait_for_ping(
+    sock: &UdpSocket,
+    payload: &[u8; 16],
+    stop: &AtomicBool,
+    what: &str,
+) -> Option<SocketAddr> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut buf = [0u8; 2048];
-    while !session.ended() {
-        if Instant::now() > deadline {
-            session.end(&format!(
-                "no {what} ping within {} s",
-                START_TIMEOUT.as_secs()
-            ));
-            return None;
-        }
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
             continue;
         };
         let pkt = &buf[..n];
-        if pkt
-            .windows(16)
-            .any(|w| w == session.ids.ping_payload.as_slice())
-        {
+        if pkt.windows(16).any(|w| w == payload.as_slice()) {
             tracing::info!(%from, "GameStream {what} ping received; streaming {what} there");
             return Some(from);
         }
@@ -477,70 +497,90 @@ fn drain(sock: &UdpSocket) {
 }
 
 /// Watches a session's video: waits for the client's ping (the encoder starts once the
-/// destination is known), then drains the client's later pings and ends the session if the
-/// encoder fails; stops the encoder when the session ends.
-fn video_loop(host: &StreamHost, s: &ActiveSession, mut enc: EncodeThread, dest: &Destination) {
-    let Some(to) = wait_for_ping(&host.video, s, "video") else {
-        enc.stop();
+/// destination is known), then drains the client's later pings and ends the session if its
+/// video or audio fails.
+fn video_loop(host: &StreamHost, s: &ActiveSession, dest: &Destination) {
+    let Some(to) = wait_for_ping(&host.video, &s.ids.ping_payload, &s.stop, "video") else {
+        s.end(&format!(
+            "no video ping within {} s",
+            START_TIMEOUT.as_secs()
+        ));
         return;
     };
-    *dest.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+    *crate::lock(dest) = Some(to);
     while !s.ended() {
-        if enc.finished() {
-            let failure = enc
-                .failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            s.end(&match failure {
-                Some(e) => format!("encoder failed: {e}"),
-                None => "encoder stopped".into(),
-            });
+        if let Some(failure) = s.with(|x| x.failure()).flatten() {
+            s.end(&format!("stream failed: {failure}"));
             break;
         }
         // The client pings every 500 ms for as long as it streams.
         let _ = host.video.wait_readable(Duration::from_millis(100));
         drain(&host.video);
     }
-    *s.commands.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    enc.stop();
 }
 
-/// The video send path, run on the encode thread for each encoded frame: §7 packetization,
-/// FEC, encryption, paced batched sends.
-struct VideoSink {
-    host: Arc<StreamHost>,
-    session: Arc<ActiveSession>,
+/// The GameStream video send path, run on the encode thread for each encoded frame: §7
+/// packetization, FEC, encryption, paced batched sends. The send benchmark drives this type.
+pub struct VideoSink {
+    out: Box<dyn DatagramOut>,
     dest: Destination,
     pk: VideoPacketizer,
+    codec: VideoCodec,
     dlen: usize,
-    out: Vec<u8>,
+    buf: Vec<u8>,
     /// Frame number of the last frame sent.
     index: u32,
-    dropper: Option<Impairment>,
-    survivors: Vec<u8>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+}
+
+impl VideoSink {
+    /// A sink for `plan`'s video (sealed with `key` when given), sending through `out` to
+    /// `dest` once set; it ends when `stop` is set.
+    pub fn new(
+        plan: &SessionPlan,
+        key: Option<&[u8; 16]>,
+        out: Box<dyn DatagramOut>,
+        dest: Destination,
+        counters: Arc<Counters>,
+        stop: Arc<AtomicBool>,
+        epoch: Instant,
+    ) -> Result<VideoSink, punktfunk_gamestream::video::VideoError> {
+        let pk = VideoPacketizer::new(plan.packet_size, plan.fec_percent, plan.min_parity, key)?;
+        Ok(VideoSink {
+            dlen: pk.datagram_len(),
+            out,
+            dest,
+            pk,
+            codec: plan.codec,
+            buf: Vec::new(),
+            index: 0,
+            counters,
+            stop,
+            epoch,
+        })
+    }
 }
 
 impl FrameSink for VideoSink {
-    fn deliver(&mut self, f: Encoded) -> Result<bool, String> {
-        let (host, s) = (&*self.host, &*self.session);
-        if s.ended() {
+    fn deliver(&mut self, f: Encoded, times: &mut SinkTimes) -> Result<bool, VideoError> {
+        if self.stop.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let Some(to) = *self.dest.lock().unwrap_or_else(|e| e.into_inner()) else {
+        let Some(to) = *crate::lock(&self.dest) else {
             return Ok(true);
         };
         // After an IDR request the client discards everything until the IDR: P-frames still
-        // in flight from before are not worth the bandwidth or the delay they add.
-        if f.keyframe {
-            s.awaiting_idr.store(false, Ordering::Relaxed);
-        } else if s.awaiting_idr.load(Ordering::Relaxed) {
-            s.stats.skipped_for_idr.fetch_add(1, Ordering::Relaxed);
+        // coming from before are not worth the bandwidth or the delay they add.
+        if f.before_requested_keyframe {
+            self.counters.add("skipped_for_idr", 1);
             return Ok(true);
         }
+        let wall = Instant::now();
         let cpu = thread_cpu_us();
         self.index = self.index.wrapping_add(1);
-        let now_us = Instant::now().duration_since(host.epoch).as_micros() as u64;
+        let now_us = Instant::now().duration_since(self.epoch).as_micros() as u64;
         let info = FrameInfo {
             index: self.index,
             kind: if f.keyframe {
@@ -553,108 +593,70 @@ impl FrameSink for VideoSink {
                 as u16,
         };
         // Leading SEI/AUD units go: the client wants the IDR slice in a keyframe's first packet.
-        let (params, at) = match s.plan.codec {
+        let (params, at) = match self.codec {
             VideoCodec::H264 => strip_leading_sei(false, &f.data),
             VideoCodec::Hevc => strip_leading_sei(true, &f.data),
             VideoCodec::Av1 => (Vec::new(), 0),
         };
         if let Err(e) = self
             .pk
-            .packetize_parts(&[&params, &f.data[at..]], info, &mut self.out)
+            .packetize_parts(&[&params, &f.data[at..]], info, &mut self.buf)
         {
-            tracing::warn!(frame = self.index, error = %e, "frame not sent");
-            s.keyframe();
-            return Ok(true);
+            return Err(VideoError::Send(format!(
+                "frame {} not packetized: {e}",
+                self.index
+            )));
         }
         let dlen = self.dlen;
-        let mut payload: &[u8] = &self.out;
-        if self.dropper.is_some() {
-            self.survivors.clear();
-            for dg in self.out.chunks(dlen) {
-                if passes(&mut self.dropper, dg) {
-                    self.survivors.extend_from_slice(dg);
-                }
-            }
-            payload = &self.survivors;
-        }
-        let count = self.out.len() / dlen;
+        let count = self.buf.len() / dlen;
         let mut sent_cpu = thread_cpu_us().saturating_sub(cpu);
+        let mut errors = 0;
         // Bursts of at most 64 datagrams, spaced so a keyframe does not flood the link.
-        for (i, burst) in payload.chunks(BURST * dlen).enumerate() {
+        for (i, burst) in self.buf.chunks(BURST * dlen).enumerate() {
             if i > 0 {
                 std::thread::sleep(Duration::from_secs_f64(
                     (BURST * dlen) as f64 / PACE_BYTES_PER_SEC,
                 ));
             }
             let c = thread_cpu_us();
-            if host.video.send_batch(to, burst, dlen).is_err() {
-                s.stats.video_send_errors.fetch_add(1, Ordering::Relaxed);
+            if self.out.send_batch(to, burst, dlen).is_err() {
+                errors += 1;
             }
             sent_cpu += thread_cpu_us().saturating_sub(c);
         }
-        let st = &s.stats;
-        st.frames.fetch_add(1, Ordering::Relaxed);
-        st.keyframes
-            .fetch_add(u64::from(f.keyframe), Ordering::Relaxed);
-        st.video_datagrams
-            .fetch_add(count as u64, Ordering::Relaxed);
-        st.send_cpu_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(sent_cpu as u32);
+        self.counters.add("video_datagrams", count as u64);
+        if errors > 0 {
+            self.counters.add("video_send_errors", errors);
+        }
+        times.send_cpu_us = sent_cpu as u32;
+        times.send_us = wall.elapsed().as_micros() as u32;
         Ok(true)
     }
 }
 
-fn audio_loop(
-    host: &StreamHost,
-    s: &ActiveSession,
-    mut opus: OpusEncoder,
-    mut source: Box<dyn AudioSource>,
-) {
-    let Some(to) = wait_for_ping(&host.audio, s, "audio") else {
-        return;
-    };
-    let ms = s.plan.audio_packet_ms;
-    let samples = (SAMPLE_RATE / 1000 * ms) as usize;
-    let channels = source.channels();
-    let mut pcm = vec![0i16; samples * channels];
-    let mut buf = vec![0u8; 1400];
-    let mut pk = AudioPacketizer::new(s.plan.audio_encrypted.then_some(s.key), s.key_id, ms);
-    let mut dropper = dropper(host.aids.drop_audio, 0x2545_F491_4F6C_DD1D);
-    tracing::info!(
-        source = source.name(),
-        packet_ms = ms,
-        channels = channels,
-        bitrate = s.plan.audio.bitrate,
-        encrypted = s.plan.audio_encrypted,
-        "GameStream audio started"
-    );
-    let interval = Duration::from_millis(u64::from(ms));
-    let mut next = Instant::now();
-    while !s.ended() {
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else if now - next > interval * 20 {
-            next = now; // stalled (machine overloaded): skip ahead instead of bursting
+/// GameStream audio: waits for the client's audio ping, then seals each Opus packet into RTP
+/// (with the 4+2 FEC) and sends it there.
+struct GsAudioSink {
+    sock: Arc<UdpSocket>,
+    out: Box<dyn DatagramOut>,
+    ping_payload: [u8; 16],
+    to: Option<SocketAddr>,
+    pk: AudioPacketizer,
+}
+
+impl AudioSink for GsAudioSink {
+    fn ready(&mut self, stop: &AtomicBool) -> bool {
+        self.to = wait_for_ping(&self.sock, &self.ping_payload, stop, "audio");
+        self.to.is_some()
+    }
+
+    fn deliver(&mut self, packet: &[u8]) -> bool {
+        let Some(to) = self.to else { return false };
+        for dg in self.pk.push(packet) {
+            let _ = self.out.send_batch(to, &dg, dg.len());
         }
-        next += interval;
-        source.read(&mut pcm);
-        let n = match opus.encode(&pcm, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                s.end(&format!("Opus encoding failed: {e}"));
-                break;
-            }
-        };
-        for dg in pk.push(&buf[..n]) {
-            if passes(&mut dropper, &dg) {
-                let _ = host.audio.send_to(&dg, to);
-            }
-        }
-        s.stats.audio_packets.fetch_add(1, Ordering::Relaxed);
-        drain(&host.audio);
+        drain(&self.sock);
+        true
     }
 }
 
@@ -663,7 +665,6 @@ struct Attached {
     peer: enet::PeerID,
     cipher: ControlCipher,
     last_heard: Instant,
-    injector: Box<dyn InputInjector>,
 }
 
 fn control_loop(
@@ -699,11 +700,6 @@ fn control_loop(
                                 session: s,
                                 peer,
                                 last_heard: Instant::now(),
-                                injector: if host.aids.rumble_echo {
-                                    Box::new(RumbleEchoInjector::default())
-                                } else {
-                                    Box::new(LogInjector::default())
-                                },
                             });
                         }
                         _ => {
@@ -749,6 +745,8 @@ fn control_loop(
                     terminate = Some("the app ended or the session was cancelled");
                 } else if a.last_heard.elapsed() > SILENCE_TIMEOUT {
                     terminate = Some("no control traffic for 10 s");
+                } else if host.shutting_down.load(Ordering::Relaxed) {
+                    terminate = Some("the host is shutting down");
                 } else if a.session.ended() {
                     terminate = Some("session ended");
                 }
@@ -787,7 +785,7 @@ fn send_feedback(
     a: &mut Attached,
     buf: &mut Vec<Feedback>,
 ) {
-    a.injector.feedback(buf);
+    a.session.with(|s| s.input().take_feedback(buf));
     for f in buf.drain(..) {
         let Feedback::Rumble { pad, low, high } = f;
         let msg = a
@@ -797,7 +795,7 @@ fn send_feedback(
             .peer_mut(a.peer)
             .send(0, &enet::Packet::reliable(msg.as_slice()));
         if sent.is_ok() {
-            a.session.stats.rumble_sent.fetch_add(1, Ordering::Relaxed);
+            a.session.counters.add("rumble_sent", 1);
             tracing::debug!(pad, low, high, "rumble sent");
         }
     }
@@ -808,23 +806,21 @@ fn handle_control(a: &mut Attached, packet: &[u8]) {
     let msg = match a.cipher.open(packet) {
         Ok(m) => m,
         Err(e) => {
-            s.stats.control_dropped.fetch_add(1, Ordering::Relaxed);
+            s.counters.add("control_dropped", 1);
             tracing::warn!(error = %e, "control packet dropped");
             return;
         }
     };
-    s.stats.control_messages.fetch_add(1, Ordering::Relaxed);
+    s.counters.add("control_messages", 1);
     match ClientMessage::parse(&msg) {
         Ok(ClientMessage::RequestIdr) | Ok(ClientMessage::InvalidateRefs { .. }) => {
-            s.stats.idr_requests.fetch_add(1, Ordering::Relaxed);
+            s.counters.add("idr_requests", 1);
             tracing::debug!("IDR requested by the client");
             s.keyframe();
         }
         Ok(ClientMessage::Input(p)) => match input::decode(&p) {
             Ok(Input::Event(ev)) => {
-                s.stats.input_events.fetch_add(1, Ordering::Relaxed);
-                s.count_input(event_kind(&ev));
-                a.injector.inject(&ev);
+                s.with(|x| x.input().inject(ev));
             }
             Ok(Input::Text(t)) => {
                 s.count_input("text");
@@ -840,7 +836,7 @@ fn handle_control(a: &mut Attached, packet: &[u8]) {
                 tracing::debug!(magic = format!("{m:#x}"), "unknown input type ignored");
             }
             Err(e) => {
-                s.stats.input_dropped.fetch_add(1, Ordering::Relaxed);
+                s.counters.add("input_dropped", 1);
                 tracing::debug!(error = %e, "input packet dropped");
             }
         },
@@ -860,22 +856,8 @@ fn handle_control(a: &mut Attached, packet: &[u8]) {
         }
         Ok(_) => {}
         Err(e) => {
-            s.stats.control_dropped.fetch_add(1, Ordering::Relaxed);
+            s.counters.add("control_dropped", 1);
             tracing::debug!(error = %e, kind = msg.kind, "control message dropped");
         }
-    }
-}
-
-fn event_kind(ev: &punktfunk_core::input::InputEvent) -> &'static str {
-    use punktfunk_core::input::InputEvent as E;
-    match ev {
-        E::Key { .. } => "key",
-        E::MouseMove { .. } => "mouse-move",
-        E::MouseAbsolute { .. } => "mouse-abs",
-        E::MouseButton { .. } => "mouse-button",
-        E::Scroll { .. } => "scroll",
-        E::Gamepad(_) => "gamepad",
-        E::GamepadPresence { .. } => "gamepad-presence",
-        E::Touch { .. } => "touch",
     }
 }
