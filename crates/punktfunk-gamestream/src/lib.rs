@@ -1,7 +1,9 @@
 //! GameStream, the protocol stock Moonlight clients speak, as sans-IO pieces.
 //!
-//! This crate holds what the host's GameStream side parses and produces, without sockets,
-//! threads or clocks, so every piece is unit-tested and fuzzed on its own:
+//! This crate holds what the host's GameStream side parses, produces and decides, without
+//! sockets, threads or clocks (time comes in as `now`, randomness through the caller; the
+//! crate's `clippy.toml` refuses the clock and thread calls), so every piece is unit-tested on
+//! virtual time and fuzzed on its own:
 //!
 //! - [`http`]: the request head and query string of nvhttp (`GET /path?a=b&…`), bounded;
 //! - [`xml`]: the XML replies (`<root status_code="200">…</root>`) with escaping;
@@ -11,6 +13,7 @@
 //!   message) and a client side written from the protocol description, for tests;
 //! - [`launch`]: the parameters of `/launch` and `/resume`;
 //! - [`rtsp`]: RTSP requests and replies, the encrypted-RTSP envelope, ANNOUNCE and DESCRIBE;
+//! - [`setup`]: the state between one launch's RTSP requests (session ids, reply numbering);
 //! - [`plan`]: the session plan resolved from an ANNOUNCE, with a reason per choice;
 //! - [`control`]: the encrypted control-stream envelope and its messages;
 //! - [`input`]: input packets decoded into the core input model;
@@ -29,6 +32,7 @@ pub mod launch;
 pub mod pairing;
 pub mod plan;
 pub mod rtsp;
+pub mod setup;
 pub mod video;
 pub mod xml;
 

@@ -51,16 +51,7 @@ const BURST: usize = 64;
 /// Pacing rate for video bursts, bytes per second (about 800 Mbit/s).
 const PACE_BYTES_PER_SEC: f64 = 100e6;
 
-/// What SETUP handed out: the values that tie UDP pings and the ENet connection to a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionIds {
-    /// RTSP session id.
-    pub session_id: String,
-    /// `X-SS-Ping-Payload` (16 ASCII characters).
-    pub ping_payload: [u8; 16],
-    /// `X-SS-Connect-Data`.
-    pub connect_data: u32,
-}
+pub use punktfunk_gamestream::setup::SessionIds;
 
 /// Counters of one session, logged when it ends.
 #[derive(Debug, Default)]
