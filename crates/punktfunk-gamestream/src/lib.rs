@@ -11,6 +11,8 @@
 //!   certificate signature bytes);
 //! - [`pairing`]: the ceremony itself as a typed state machine (one state per expected
 //!   message) and a client side written from the protocol description, for tests;
+//! - [`pairing_gate`]: the policy around ceremonies (one at a time, the PIN wait, the
+//!   wrong-PIN lockout), on the caller's clock;
 //! - [`launch`]: the parameters of `/launch` and `/resume`;
 //! - [`rtsp`]: RTSP requests and replies, the encrypted-RTSP envelope, ANNOUNCE and DESCRIBE;
 //! - [`setup`]: the state between one launch's RTSP requests (session ids, reply numbering);
@@ -30,6 +32,7 @@ pub mod http;
 pub mod input;
 pub mod launch;
 pub mod pairing;
+pub mod pairing_gate;
 pub mod plan;
 pub mod rtsp;
 pub mod setup;
