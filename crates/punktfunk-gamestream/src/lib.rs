@@ -18,6 +18,8 @@
 //! - [`setup`]: the state between one launch's RTSP requests (session ids, reply numbering);
 //! - [`plan`]: the session plan resolved from an ANNOUNCE, with a reason per choice;
 //! - [`control`]: the encrypted control-stream envelope and its messages;
+//! - [`control_session`]: one session's control stream (which peer, silence, termination,
+//!   packets into events), on the caller's clock;
 //! - [`input`]: input packets decoded into the core input model;
 //! - [`video`]: video datagrams with the Moonlight-exact FEC blocks, and their reassembly;
 //! - [`audio`]: audio datagrams, AES-CBC and the 4 + 2 audio FEC, and their reception.
@@ -27,6 +29,7 @@
 
 pub mod audio;
 pub mod control;
+pub mod control_session;
 pub mod crypto;
 pub mod http;
 pub mod input;
