@@ -7,6 +7,7 @@
 //! - [`audio`]: the audio source edge.
 //! - [`gamestream`]: the GameStream (Moonlight) host: nvhttp, pairing, apps.
 //! - [`control`]: the local control channel (`punktfunk-host pin`).
+//! - [`net`]: accepting connections with back-off when `accept` fails (out of descriptors).
 //! - [`mdns`]: service discovery.
 
 pub mod audio;
@@ -15,6 +16,7 @@ pub mod dataplane;
 pub mod gamestream;
 pub mod inject;
 pub mod mdns;
+pub mod net;
 pub mod pipeline;
 pub mod serve;
 pub mod stats;

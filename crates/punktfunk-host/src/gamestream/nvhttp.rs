@@ -12,6 +12,7 @@
 
 use super::apps::{self, Catalog};
 use super::clients::ClientStore;
+use crate::net::Acceptor;
 use anyhow::{Context, Result};
 use punktfunk_gamestream::http::{self as gshttp, parse_head, Request, RequestError};
 use punktfunk_gamestream::launch::{session_url, LaunchRequest};
@@ -141,11 +142,10 @@ impl GameStream {
         });
         let gs = GameStream { inner };
         let g = gs.clone();
+        let mut http = Acceptor::new(http, "nvhttp (HTTP)");
         tokio::spawn(async move {
             loop {
-                let Ok((sock, peer)) = http.accept().await else {
-                    continue;
-                };
+                let (sock, peer) = http.accept().await;
                 let g = g.clone();
                 tokio::spawn(async move {
                     let local = sock.local_addr().unwrap_or(peer);
@@ -155,11 +155,10 @@ impl GameStream {
         });
         let g = gs.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let mut https = Acceptor::new(https, "nvhttp (HTTPS)");
         tokio::spawn(async move {
             loop {
-                let Ok((sock, peer)) = https.accept().await else {
-                    continue;
-                };
+                let (sock, peer) = https.accept().await;
                 let (g, acceptor) = (g.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let local = sock.local_addr().unwrap_or(peer);

@@ -9,6 +9,7 @@
 
 use super::nvhttp::GameStream;
 use super::stream::StreamHost;
+use crate::net::Acceptor;
 use punktfunk_gamestream::plan::{HostAbilities, SessionPlan};
 use punktfunk_gamestream::rtsp::{
     self, describe_body, enc, parse_request, Capabilities, Origin, Reply, Request, StreamConfig,
@@ -67,11 +68,10 @@ pub fn serve(
         setup: Mutex::new(RtspSetup::new()),
         rng: ring::rand::SystemRandom::new(),
     });
+    let mut listener = Acceptor::new(listener, "RTSP");
     tokio::spawn(async move {
         loop {
-            let Ok((sock, peer)) = listener.accept().await else {
-                continue;
-            };
+            let (sock, peer) = listener.accept().await;
             let inner = inner.clone();
             tokio::spawn(async move {
                 if let Err(e) = connection(&inner, sock).await {
