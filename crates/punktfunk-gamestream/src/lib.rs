@@ -1,7 +1,9 @@
 //! GameStream, the protocol stock Moonlight clients speak, as sans-IO pieces.
 //!
-//! This crate holds what the host's GameStream side parses and produces, without sockets,
-//! threads or clocks, so every piece is unit-tested and fuzzed on its own:
+//! This crate holds what the host's GameStream side parses, produces and decides, without
+//! sockets, threads or clocks (time comes in as `now`, randomness through the caller; the
+//! crate's `clippy.toml` refuses the clock and thread calls), so every piece is unit-tested on
+//! virtual time and fuzzed on its own:
 //!
 //! - [`http`]: the request head and query string of nvhttp (`GET /path?a=b&…`), bounded;
 //! - [`xml`]: the XML replies (`<root status_code="200">…</root>`) with escaping;
@@ -9,10 +11,15 @@
 //!   certificate signature bytes);
 //! - [`pairing`]: the ceremony itself as a typed state machine (one state per expected
 //!   message) and a client side written from the protocol description, for tests;
+//! - [`pairing_gate`]: the policy around ceremonies (one at a time, the PIN wait, the
+//!   wrong-PIN lockout), on the caller's clock;
 //! - [`launch`]: the parameters of `/launch` and `/resume`;
 //! - [`rtsp`]: RTSP requests and replies, the encrypted-RTSP envelope, ANNOUNCE and DESCRIBE;
+//! - [`setup`]: the state between one launch's RTSP requests (session ids, reply numbering);
 //! - [`plan`]: the session plan resolved from an ANNOUNCE, with a reason per choice;
 //! - [`control`]: the encrypted control-stream envelope and its messages;
+//! - [`control_session`]: one session's control stream (which peer, silence, termination,
+//!   packets into events), on the caller's clock;
 //! - [`input`]: input packets decoded into the core input model;
 //! - [`video`]: video datagrams with the Moonlight-exact FEC blocks, and their reassembly;
 //! - [`audio`]: audio datagrams, AES-CBC and the 4 + 2 audio FEC, and their reception.
@@ -22,13 +29,16 @@
 
 pub mod audio;
 pub mod control;
+pub mod control_session;
 pub mod crypto;
 pub mod http;
 pub mod input;
 pub mod launch;
 pub mod pairing;
+pub mod pairing_gate;
 pub mod plan;
 pub mod rtsp;
+pub mod setup;
 pub mod video;
 pub mod xml;
 

@@ -3,6 +3,7 @@
 //! One line in, one line out: `pin 1234` → `ok` or `error: why`. `punktfunk-host pin` is its
 //! client; the management API will share it.
 
+use crate::net::Acceptor;
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -38,11 +39,10 @@ pub fn start(config_dir: &Path, handler: std::sync::Arc<dyn Handler>) -> Result<
     let listener =
         UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let mut listener = Acceptor::new(listener, "control socket");
     tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                continue;
-            };
+            let (sock, _) = listener.accept().await;
             let h = handler.clone();
             tokio::spawn(async move {
                 let (r, mut w) = sock.into_split();

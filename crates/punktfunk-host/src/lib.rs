@@ -9,6 +9,7 @@
 //! - [`dataplane`]: the shared punktfunk/1 data-plane UDP socket and its probe authentication.
 //! - [`aids`]: testing aids as decorators (rumble echo, datagram drops).
 //! - [`control`]: the local control channel (`punktfunk-host pin`).
+//! - [`net`]: accepting connections with back-off when `accept` fails (out of descriptors).
 //! - [`mdns`]: service discovery.
 
 pub mod aids;
@@ -17,6 +18,7 @@ pub mod control;
 pub mod dataplane;
 pub mod gamestream;
 pub mod mdns;
+pub mod net;
 pub mod plan;
 pub mod serve;
 pub mod session;

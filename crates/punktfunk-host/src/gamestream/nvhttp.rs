@@ -6,21 +6,21 @@
 //! not in the paired-client store gets the 401 reply for every path.
 //!
 //! Pairing: phase 1 waits until the user types the PIN on the host (`punktfunk-host pin NNNN`
-//! or the host's terminal). One pairing at a time; five wrong PINs within a minute lock pairing
-//! for a minute.
+//! or the host's terminal). The policy (one pairing at a time, the PIN timeout, five wrong PINs
+//! within a minute lock pairing for a minute) is [`PairingGate`]'s; this file only wakes the
+//! waiting request and stores the paired certificate.
 
 use super::apps::{self, Catalog};
 use super::clients::ClientStore;
+use crate::net::Acceptor;
 use crate::session::app::{AppSession, OutputHandle};
 use anyhow::{Context, Result};
 use punktfunk_gamestream::http::{self as gshttp, parse_head, Request, RequestError};
 use punktfunk_gamestream::launch::{session_url, LaunchRequest};
-use punktfunk_gamestream::pairing::{
-    AwaitingPin, HostCredentials, Message, Outcome, Pairing, Step,
-};
+use punktfunk_gamestream::pairing::{HostCredentials, Message};
+use punktfunk_gamestream::pairing_gate::{GateStep, PairingGate, StepFailure, Ticket};
 use punktfunk_gamestream::xml::{self, Reply};
 use punktfunk_gamestream::{ports, APP_VERSION, GFE_VERSION};
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -41,14 +41,6 @@ pub mod scm {
 
 /// How long a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long phase 1 waits for the PIN.
-pub const PIN_TIMEOUT: Duration = Duration::from_secs(120);
-/// A pairing idle for this long is abandoned.
-const PAIRING_IDLE: Duration = Duration::from_secs(60);
-/// Wrong PINs allowed per [`LOCKOUT_WINDOW`].
-const MAX_WRONG_PINS: usize = 5;
-/// The lockout window and duration.
-const LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
 
 /// Settings of the GameStream side.
 #[derive(Debug, Clone)]
@@ -67,14 +59,6 @@ pub struct GameStreamConfig {
     pub max_mode: punktfunk_core::control::Mode,
     /// What the host offers and how it chooses (outputs are created from it on `/launch`).
     pub ctx: Arc<crate::session::HostContext>,
-}
-
-struct Pending {
-    uniqueid: String,
-    client_name: String,
-    last: Instant,
-    /// `None` while phase 1 waits for the PIN.
-    state: Option<Pairing>,
 }
 
 /// The app session a launch created, for the streaming side to use.
@@ -101,10 +85,9 @@ struct RunningApp {
 }
 
 struct State {
-    pairing: Option<Pending>,
-    pin_tx: Option<oneshot::Sender<String>>,
-    wrong_pins: VecDeque<Instant>,
-    locked_until: Option<Instant>,
+    pairing: PairingGate,
+    /// Wakes the phase-1 request of this ceremony that waits for the PIN.
+    pin_tx: Option<(Ticket, oneshot::Sender<()>)>,
     app: Option<RunningApp>,
     generation: u64,
 }
@@ -168,10 +151,8 @@ impl GameStream {
             rtsp_port,
             cfg,
             state: Mutex::new(State {
-                pairing: None,
+                pairing: PairingGate::new(),
                 pin_tx: None,
-                wrong_pins: VecDeque::new(),
-                locked_until: None,
                 app: None,
                 generation: 0,
             }),
@@ -180,11 +161,10 @@ impl GameStream {
         });
         let gs = GameStream { inner };
         let g = gs.clone();
+        let mut http = Acceptor::new(http, "nvhttp (HTTP)");
         tokio::spawn(async move {
             loop {
-                let Ok((sock, peer)) = http.accept().await else {
-                    continue;
-                };
+                let (sock, peer) = http.accept().await;
                 let g = g.clone();
                 tokio::spawn(async move {
                     let local = sock.local_addr().unwrap_or(peer);
@@ -194,11 +174,10 @@ impl GameStream {
         });
         let g = gs.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let mut https = Acceptor::new(https, "nvhttp (HTTPS)");
         tokio::spawn(async move {
             loop {
-                let Ok((sock, peer)) = https.accept().await else {
-                    continue;
-                };
+                let (sock, peer) = https.accept().await;
                 let (g, acceptor) = (g.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let local = sock.local_addr().unwrap_or(peer);
@@ -271,15 +250,16 @@ impl GameStream {
 
     /// Hands the PIN the user typed to the pairing that waits for it.
     pub fn submit_pin(&self, pin: &str) -> Result<(), String> {
-        if pin.len() != 4 || !pin.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("the PIN is the 4 digits the client shows".into());
-        }
-        let tx = self.inner.lock().pin_tx.take();
-        match tx {
-            Some(tx) => tx
-                .send(pin.to_string())
-                .map_err(|_| "the pairing client went away".to_string()),
-            None => Err("no pairing request is waiting for a PIN".into()),
+        let mut st = self.inner.lock();
+        let ticket = st
+            .pairing
+            .submit_pin(Instant::now(), pin)
+            .map_err(|e| e.to_string())?;
+        match st.pin_tx.take_if(|(t, _)| *t == ticket) {
+            Some((_, tx)) => tx
+                .send(())
+                .map_err(|()| "the pairing client went away".to_string()),
+            None => Err("the pairing client went away".into()),
         }
     }
 
@@ -442,13 +422,11 @@ impl GameStream {
     fn unpair(&self, req: &Request) -> Reply {
         // Clients call this after a failed pairing: drop theirs if it is the pending one.
         let mut st = self.inner.lock();
-        if st
-            .pairing
-            .as_ref()
-            .is_some_and(|p| Some(p.uniqueid.as_str()) == req.param("uniqueid"))
-        {
-            st.pairing = None;
-            st.pin_tx = None;
+        if let Some(id) = req.param("uniqueid") {
+            if st.pairing.unpair(Instant::now(), id) {
+                // Dropping the sender wakes a phase 1 still waiting for the PIN.
+                st.pin_tx = None;
+            }
         }
         Reply::ok()
     }
@@ -466,134 +444,81 @@ impl GameStream {
     }
 
     async fn pair_begin(&self, req: &Request, peer: SocketAddr, uniqueid: String) -> Reply {
-        let now = Instant::now();
         let name = req
             .param("clientname")
             .filter(|n| !n.is_empty())
             .map_or_else(|| peer.ip().to_string(), |n| n.chars().take(64).collect());
-        let (waiting, rx) = {
+        let (wait, rx) = {
             let mut st = self.inner.lock();
-            if let Some(until) = st.locked_until {
-                if now < until {
-                    tracing::warn!(%peer, "pairing refused: locked after too many wrong PINs");
-                    return Reply::error(
-                        503,
-                        "Pairing is locked for a minute after too many wrong PINs",
-                    )
-                    .field("paired", 0);
-                }
-                st.locked_until = None;
-            }
-            if let Some(p) = &st.pairing {
-                if now.duration_since(p.last) < PAIRING_IDLE
-                    || (p.state.is_none() && st.pin_tx.is_some())
-                {
-                    tracing::warn!(%peer, "pairing refused: another pairing is in progress");
-                    return Reply::error(400, "Another pairing is in progress").field("paired", 0);
-                }
-            }
-            let waiting = match AwaitingPin::begin(req) {
+            let wait = match st.pairing.begin(Instant::now(), &uniqueid, &name, req) {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "pairing request refused");
-                    st.pairing = None;
                     return e.reply();
                 }
             };
             let (tx, rx) = oneshot::channel();
-            st.pin_tx = Some(tx);
-            st.pairing = Some(Pending {
-                uniqueid: uniqueid.clone(),
-                client_name: name.clone(),
-                last: now,
-                state: None,
-            });
-            (waiting, rx)
+            st.pin_tx = Some((wait.ticket, tx));
+            (wait, rx)
         };
         println!("Pairing request from {name} ({peer}): enter the PIN the client shows with `punktfunk-host pin NNNN` (or type it here)");
         tracing::info!(client = %name, %peer, "pairing request; waiting for the PIN");
-        let pin = match tokio::time::timeout(PIN_TIMEOUT, rx).await {
-            Ok(Ok(pin)) => pin,
-            _ => {
-                tracing::warn!(client = %name, "no PIN entered in time; pairing abandoned");
-                let mut st = self.inner.lock();
-                st.pairing = None;
-                st.pin_tx = None;
-                return Reply::error(408, "No PIN was entered on the host").field("paired", 0);
-            }
-        };
-        let (next, reply) = waiting.enter_pin(&pin, &self.inner.host);
+        // Ends when the PIN arrives, when the ceremony is dropped (its sender goes with it) or
+        // at the deadline; the gate knows which.
+        let _ = tokio::time::timeout_at(wait.deadline.into(), rx).await;
         let mut st = self.inner.lock();
-        match st.pairing.as_mut() {
-            Some(p) if p.uniqueid == uniqueid && p.state.is_none() => {
-                p.state = Some(Pairing::AwaitingClientChallenge(next));
-                p.last = Instant::now();
-                reply
+        st.pin_tx.take_if(|(t, _)| *t == wait.ticket);
+        match st
+            .pairing
+            .finish_pin_wait(Instant::now(), wait.ticket, &self.inner.host)
+        {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(client = %name, error = %e, "pairing abandoned");
+                e.reply()
             }
-            _ => Reply::error(400, "The pairing was cancelled").field("paired", 0),
         }
     }
 
     fn pair_step(&self, req: &Request, uniqueid: &str) -> Reply {
-        let mut st = self.inner.lock();
-        let pending = match st.pairing.take() {
-            Some(p) if p.uniqueid == uniqueid && p.state.is_some() => p,
-            other => {
-                st.pairing = other;
-                return Reply::error(400, "No pairing in progress for this client; start again")
-                    .field("paired", 0);
-            }
-        };
-        let Pending {
-            client_name, state, ..
-        } = pending;
-        let state = state.expect("checked above");
-        match state.step(req, &self.inner.host, &self.inner.rng) {
-            Step::Continue(next, reply) => {
-                st.pairing = Some(Pending {
-                    uniqueid: uniqueid.to_string(),
-                    client_name,
-                    last: Instant::now(),
-                    state: Some(next),
-                });
-                reply
-            }
-            Step::Done(Outcome::Paired { client_cert }, reply) => {
-                drop(st);
-                match self.inner.store.add(&client_name, &client_cert) {
-                    Ok(c) => {
-                        tracing::info!(client = %c.name, id = %c.id, "paired a GameStream client");
-                        println!("Paired {} (id {})", c.name, c.id);
-                        reply
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "pairing succeeded but the client could not be stored");
-                        Reply::error(500, "The host could not store the pairing").field("paired", 0)
-                    }
+        let step = self.inner.lock().pairing.step(
+            Instant::now(),
+            uniqueid,
+            req,
+            &self.inner.host,
+            &self.inner.rng,
+        );
+        match step {
+            GateStep::Continue(reply) | GateStep::NotPairing(reply) => reply,
+            GateStep::Paired {
+                client_name,
+                client_cert,
+                reply,
+            } => match self.inner.store.add(&client_name, &client_cert) {
+                Ok(c) => {
+                    tracing::info!(client = %c.name, id = %c.id, "paired a GameStream client");
+                    println!("Paired {} (id {})", c.name, c.id);
+                    reply
                 }
-            }
-            Step::Done(outcome, reply) => {
-                let now = Instant::now();
-                if outcome == Outcome::WrongPin {
-                    st.wrong_pins.push_back(now);
-                    while st
-                        .wrong_pins
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) > LOCKOUT_WINDOW)
-                    {
-                        st.wrong_pins.pop_front();
-                    }
-                    if st.wrong_pins.len() >= MAX_WRONG_PINS {
-                        st.locked_until = Some(now + LOCKOUT_WINDOW);
-                        st.wrong_pins.clear();
-                        tracing::warn!("{MAX_WRONG_PINS} wrong PINs within a minute: pairing locked for a minute");
-                    }
+                Err(e) => {
+                    tracing::error!(error = %e, "pairing succeeded but the client could not be stored");
+                    Reply::error(500, "The host could not store the pairing").field("paired", 0)
                 }
-                tracing::warn!(client = %client_name, ?outcome, "pairing failed");
-                reply
-            }
-            Step::Failed(e, reply) => {
-                tracing::warn!(client = %client_name, error = %e, "pairing failed");
+            },
+            GateStep::Failed {
+                client_name,
+                failure,
+                reply,
+            } => {
+                if let StepFailure::WrongPin {
+                    locked_until: Some(_),
+                } = failure
+                {
+                    tracing::warn!(
+                        "too many wrong PINs within a minute: pairing locked for a minute"
+                    );
+                }
+                tracing::warn!(client = %client_name, ?failure, "pairing failed");
                 reply
             }
         }

@@ -8,12 +8,14 @@
 //! plan and starts the session, or refuses with the reason.
 
 use super::nvhttp::GameStream;
-use super::stream::{SessionIds, StreamHost};
+use super::stream::StreamHost;
+use crate::net::Acceptor;
 use punktfunk_gamestream::plan::{HostAbilities, SessionPlan};
 use punktfunk_gamestream::rtsp::{
     self, describe_body, enc, parse_request, Capabilities, Origin, Reply, Request, StreamConfig,
     ENVELOPE_HEADER, MAX_REQUEST,
 };
+use punktfunk_gamestream::setup::RtspSetup;
 use ring::rand::SecureRandom;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,20 +36,20 @@ pub struct AdvertisedPorts {
     pub audio: u16,
 }
 
-struct Setup {
-    rikey: [u8; 16],
-    ids: SessionIds,
-}
-
 struct Inner {
     gs: GameStream,
     streams: Arc<StreamHost>,
     abilities: HostAbilities,
     ports: AdvertisedPorts,
-    setup: Mutex<Option<Setup>>,
-    /// Host → client envelope sequence number.
-    seq: Mutex<u32>,
+    /// The session ids and reply numbering shared by the launch's RTSP connections.
+    setup: Mutex<RtspSetup>,
     rng: ring::rand::SystemRandom,
+}
+
+impl Inner {
+    fn setup(&self) -> std::sync::MutexGuard<'_, RtspSetup> {
+        self.setup.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Serves RTSP on `listener` until the runtime ends.
@@ -63,15 +65,13 @@ pub fn serve(
         streams,
         abilities,
         ports,
-        setup: Mutex::new(None),
-        seq: Mutex::new(0),
+        setup: Mutex::new(RtspSetup::new()),
         rng: ring::rand::SystemRandom::new(),
     });
+    let mut listener = Acceptor::new(listener, "RTSP");
     tokio::spawn(async move {
         loop {
-            let Ok((sock, peer)) = listener.accept().await else {
-                continue;
-            };
+            let (sock, peer) = listener.accept().await;
             let inner = inner.clone();
             tokio::spawn(async move {
                 if let Err(e) = connection(&inner, sock).await {
@@ -166,14 +166,7 @@ async fn reply(
     r: Reply,
 ) -> std::io::Result<()> {
     let bytes = match key {
-        Some(k) => {
-            let seq = {
-                let mut s = inner.seq.lock().unwrap_or_else(|e| e.into_inner());
-                *s = s.wrapping_add(1);
-                *s
-            };
-            rtsp::seal(&k, seq, Origin::Host, &r.to_bytes())
-        }
+        Some(k) => inner.setup().seal_reply(&k, &r.to_bytes()),
         None => r.to_bytes(),
     };
     sock.write_all(&bytes).await?;
@@ -201,21 +194,11 @@ async fn handle(inner: &Arc<Inner>, req: &Request) -> Reply {
             Reply::new(200, cseq).body(describe_body(&caps))
         }
         "SETUP" => {
-            let ids = {
-                let mut st = inner.setup.lock().unwrap_or_else(|e| e.into_inner());
-                match st.as_ref() {
-                    Some(s) if s.rikey == launch.request.rikey => s.ids.clone(),
-                    _ => {
-                        let ids = new_ids(&inner.rng);
-                        *inner.seq.lock().unwrap_or_else(|e| e.into_inner()) = 0;
-                        *st = Some(Setup {
-                            rikey: launch.request.rikey,
-                            ids: ids.clone(),
-                        });
-                        ids
-                    }
-                }
-            };
+            let mut fill = |b: &mut [u8]| inner.rng.fill(b).expect("system randomness");
+            let ids = inner
+                .setup()
+                .setup(&launch.request.rikey, &mut fill)
+                .clone();
             let r =
                 Reply::new(200, cseq).header("Session", format!("{};timeout = 90", ids.session_id));
             let payload = String::from_utf8_lossy(&ids.ping_payload).into_owned();
@@ -233,16 +216,12 @@ async fn handle(inner: &Arc<Inner>, req: &Request) -> Reply {
             }
         }
         "ANNOUNCE" => {
-            let Some(ids) = inner
-                .setup
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .filter(|s| s.rikey == launch.request.rikey)
-                .map(|s| s.ids.clone())
-            else {
-                tracing::warn!("ANNOUNCE before SETUP refused");
-                return Reply::new(400, cseq);
+            let ids = match inner.setup().announce(&launch.request.rikey) {
+                Ok(ids) => ids.clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ANNOUNCE refused");
+                    return Reply::new(400, cseq);
+                }
             };
             let cfg = match StreamConfig::from_announce(&req.body) {
                 Ok(c) => c,
@@ -281,18 +260,5 @@ async fn handle(inner: &Arc<Inner>, req: &Request) -> Reply {
             tracing::debug!(method = other, "RTSP method not implemented");
             Reply::new(501, cseq)
         }
-    }
-}
-
-fn new_ids(rng: &ring::rand::SystemRandom) -> SessionIds {
-    let mut b = [0u8; 8 + 4 + 8];
-    rng.fill(&mut b).expect("system randomness");
-    let hex = punktfunk_gamestream::hex_encode(&b[..8]);
-    let mut ping_payload = [0u8; 16];
-    ping_payload.copy_from_slice(hex.as_bytes());
-    SessionIds {
-        session_id: punktfunk_gamestream::hex_encode(&b[12..]),
-        ping_payload,
-        connect_data: u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")),
     }
 }

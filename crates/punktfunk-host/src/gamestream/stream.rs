@@ -66,16 +66,7 @@ const COUNTERS: &[&str] = &[
     "skipped_for_idr",
 ];
 
-/// What SETUP handed out: the values that tie UDP pings and the ENet connection to a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionIds {
-    /// RTSP session id.
-    pub session_id: String,
-    /// `X-SS-Ping-Payload` (16 ASCII characters).
-    pub ping_payload: [u8; 16],
-    /// `X-SS-Connect-Data`.
-    pub connect_data: u32,
-}
+pub use punktfunk_gamestream::setup::SessionIds;
 
 /// The Opus stream of a GameStream plan.
 pub fn audio_plan(layout: &OpusLayout, packet_ms: u32) -> AudioPlan {
