@@ -438,6 +438,23 @@ pub enum DecodeError {
 }
 
 impl Message {
+    /// The message's name, for logs and error texts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Welcome(_) => "Welcome",
+            Message::Start => "Start",
+            Message::RequestKeyframe { .. } => "RequestKeyframe",
+            Message::Reconfigure { .. } => "Reconfigure",
+            Message::Reconfigured { .. } => "Reconfigured",
+            Message::ClockProbe(_) => "ClockProbe",
+            Message::ClockReply(_) => "ClockReply",
+            Message::Stats(_) => "Stats",
+            Message::Bye { .. } => "Bye",
+            Message::Unknown { .. } => "unknown message",
+        }
+    }
+
     /// Appends the framed message to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
