@@ -8,7 +8,8 @@
 
 use anyhow::{bail, Context, Result};
 use punktfunk_core::control::{
-    ByeReason, ClockProbe, Codec, Hello, Message, Mode, ReceiverStats, Welcome, PROTOCOL_VERSION,
+    ClientAction, ClientControl, ClientControlConfig, ClockEstimate, Codec, Hello, Message, Mode,
+    ReceiverStats, ScheduledReconfigure, Side, Welcome, PROTOCOL_VERSION,
 };
 use punktfunk_core::crypto::{packet_key, Sealer};
 use punktfunk_core::handshake::ClientHandshake;
@@ -17,7 +18,7 @@ use punktfunk_core::reassembler::{Event, ReassemblyLimits};
 use punktfunk_core::session::RecvSession;
 use punktfunk_media::{read_stamp_luma, write_png, DecodedFrame, Decoder};
 use punktfunk_net::{RecvBatch, UdpSocket};
-use punktfunk_quic::{connect, ControlStream, Trust};
+use punktfunk_quic::{connect, ControlStream, TransportError, Trust};
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -215,7 +216,6 @@ struct Shared {
 /// Runs a session and returns its report.
 pub async fn run(cfg: ClientConfig) -> Result<Report> {
     let epoch = Instant::now();
-    let now_us = move || epoch.elapsed().as_micros() as u64;
     let connected = connect(cfg.host, &cfg.trust)
         .await
         .with_context(|| format!("connecting to {}", cfg.host))?;
@@ -251,152 +251,82 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
             Err(_) => bail!("the host did not answer the Hello within 10 s"),
             Ok(Ok(Some(m))) => hs.handle(m),
             Ok(Ok(None)) => bail!("the host closed the control stream during the handshake"),
-            Ok(Err(punktfunk_quic::TransportError::Malformed(e))) => hs.malformed(&e.to_string()),
+            Ok(Err(TransportError::Malformed(e))) => hs.malformed(&e.to_string()),
             Ok(Err(e)) => return Err(e.into()),
         }
     };
     tracing::info!(codec = %welcome.codec, mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps,
         fec_percent = welcome.fec_percent, session = welcome.session_id, "session established");
 
-    // Clock offset: several probes, keep the one with the smallest round trip.
-    let mut best: Option<(i64, u64)> = None;
-    for id in 0..8u32 {
-        cs.send(&Message::ClockProbe(ClockProbe {
-            id,
-            t0_us: now_us(),
-        }))
-        .await?;
-        let reply = loop {
-            match tokio::time::timeout(Duration::from_secs(5), cs.recv()).await {
-                Ok(Ok(Some(Message::ClockReply(r)))) if r.id == id => break r,
-                Ok(Ok(Some(Message::Bye { reason, message }))) => {
-                    bail!("host ended the session ({reason}): {message}")
-                }
-                Ok(Ok(Some(_))) => continue,
-                Ok(Ok(None)) => bail!("control stream closed during clock sync"),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => bail!("no clock reply within 5 s"),
-            }
-        };
-        let (off, rtt) = reply.offset_and_rtt(now_us());
-        if best.is_none_or(|(_, r)| rtt < r) {
-            best = Some((off, rtt));
-        }
-    }
-    let (offset_us, rtt_us) = best.unwrap_or((0, 0));
-
-    // Data plane: receive thread + decode thread.
-    let shared = Arc::new(Shared {
-        offset_us: Mutex::new(offset_us),
-        ..Shared::default()
-    });
+    // Everything after the handshake is decided by the control machine; this loop only moves
+    // its inputs in and executes its actions.
+    let control_cfg = ClientControlConfig {
+        duration: Some(cfg.duration),
+        reconfigure: cfg.reconfigure.map(|(after, mode)| ScheduledReconfigure {
+            after,
+            mode,
+            bitrate_kbps: 0,
+        }),
+    };
+    let mut cc = ClientControl::new(&welcome, control_cfg, epoch, Instant::now());
+    let shared = Arc::new(Shared::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let data_target = cfg
-        .data_via
-        .unwrap_or_else(|| SocketAddr::new(cfg.host.ip(), welcome.data_port));
-    let bind: SocketAddr = if data_target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .expect("valid");
-    let sock = UdpSocket::bind(bind).context("binding the data socket")?;
-    sock.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let (frame_tx, frame_rx) = mpsc::sync_channel::<Received>(16);
-    let (keyframe_tx, mut keyframe_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
-    let out_file = match &cfg.out {
-        Some(p) => {
-            Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
-        }
-        None => None,
-    };
-    let recv_thread = {
-        let (shared, stop, welcome) = (shared.clone(), stop.clone(), welcome.clone());
-        std::thread::Builder::new()
-            .name("receive".into())
-            .spawn(move || {
-                receive_loop(
-                    sock,
-                    data_target,
-                    &welcome,
-                    &shared,
-                    &stop,
-                    frame_tx,
-                    keyframe_tx,
-                    out_file,
-                    epoch,
-                )
-            })?
-    };
-    let decode_thread = {
-        let (shared, codec) = (shared.clone(), welcome.codec);
-        std::thread::Builder::new()
-            .name("decode".into())
-            .spawn(move || decode_loop(codec, frame_rx, &shared, epoch))?
-    };
-
-    // Control loop until the time is up or the host ends the session.
-    let started = Instant::now();
-    let end_at = tokio::time::Instant::now() + cfg.duration;
-    let mut reconfigure = cfg
-        .reconfigure
-        .map(|(after, mode)| (tokio::time::Instant::now() + after, mode));
-    let mut mode = welcome.mode;
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut keyframes_requested = 0u64;
-    let mut last_request: Option<Instant> = None;
-    let end = loop {
-        let reconf_at = reconfigure
-            .map(|(t, _)| t)
-            .unwrap_or(end_at + Duration::from_secs(3600));
-        tokio::select! {
-            _ = tokio::time::sleep_until(end_at) => {
-                cs.send(&Message::Bye { reason: ByeReason::NORMAL, message: "client finished".into() }).await?;
-                break "client finished (duration reached)".to_string();
-            }
-            _ = tokio::time::sleep_until(reconf_at), if reconfigure.is_some() => {
-                let (_, m) = reconfigure.take().expect("checked");
-                tracing::info!(mode = %m, "asking the host for a new mode");
-                cs.send(&Message::Reconfigure { mode: m, bitrate_kbps: 0 }).await?;
-            }
-            Some(frame) = keyframe_rx.recv() => {
-                // One request per loss episode (the receive thread reports every lost run).
-                if last_request.is_none_or(|t| t.elapsed() > Duration::from_millis(100)) {
-                    cs.send(&Message::RequestKeyframe { frame }).await?;
-                    keyframes_requested += 1;
-                    last_request = Some(Instant::now());
+    let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    // Bound and opened now so a bad path fails before anything streams; the threads start once
+    // the clock offset is known, or early frames would get latencies against the wrong clock.
+    let mut pending = Some(DataPlaneSetup::new(&cfg, &welcome, lost_tx)?);
+    let mut data: Option<DataPlane> = None;
+    let session = async {
+        loop {
+            while let Some(action) = cc.poll_action() {
+                match action {
+                    ClientAction::Send(m) => cs.send(&m).await?,
+                    ClientAction::SendStats => cs.send(&receiver_report(&shared)).await?,
+                    ClientAction::ClockSynced(clock) => {
+                        tracing::debug!(
+                            offset_us = clock.offset_us,
+                            rtt_us = clock.rtt_us,
+                            "clock synced"
+                        );
+                        *shared.offset_us.lock().unwrap_or_else(|e| e.into_inner()) =
+                            clock.offset_us;
+                        if let Some(setup) = pending.take() {
+                            data = Some(setup.start(&welcome, &shared, &stop, epoch)?);
+                        }
+                    }
+                    ClientAction::ModeChanged {
+                        mode, first_frame, ..
+                    } => {
+                        tracing::info!(%mode, first_frame, "host switched mode")
+                    }
+                    ClientAction::End(ended) => return Ok::<_, anyhow::Error>(ended),
                 }
             }
-            _ = stats_tick.tick() => {
-                let s = ReceiverStats {
-                    frames_received: shared.frames_received.load(Ordering::Relaxed),
-                    frames_decoded: shared.frames_decoded.load(Ordering::Relaxed),
-                    ..ReceiverStats::default()
-                };
-                cs.send(&Message::Stats(s)).await?;
-            }
-            m = cs.recv() => match m? {
-                Some(Message::Reconfigured { mode: m, first_frame, .. }) => {
-                    tracing::info!(mode = %m, first_frame, "host switched mode");
-                    mode = m;
+            let timer = cc.poll_timeout();
+            let sleep = async move {
+                match timer {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
                 }
-                Some(Message::Bye { reason, message }) => break format!("host ended the session ({reason}): {message}"),
-                Some(Message::ClockReply(_)) | Some(Message::Unknown { .. }) => {}
-                Some(other) => tracing::debug!(?other, "ignoring control message"),
-                None => break "host closed the control stream".to_string(),
-            },
+            };
+            tokio::select! {
+                m = cs.recv() => feed(&mut cc, Instant::now(), m)?,
+                Some(first) = lost_rx.recv() => cc.handle_frames_lost(Instant::now(), first),
+                _ = sleep => cc.handle_timeout(Instant::now()),
+            }
         }
     };
-    let seconds = started.elapsed().as_secs_f64();
+    let ended = session.await;
     stop.store(true, Ordering::Relaxed);
-    let rstats = recv_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("receive thread panicked"))??;
-    decode_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("decode thread panicked"))?;
+    let streamed = data.map(DataPlane::join).transpose();
     conn.close(0u32.into(), b"done");
+    let (ended, streamed) = (ended?, streamed?);
+    let Some((rstats, seconds)) = streamed else {
+        bail!("the session ended before streaming began: {ended}");
+    };
+    if let (Side::Client, Err(e)) = (ended.by, &ended.outcome) {
+        bail!("the client ended the session: {e}");
+    }
     if let Some(e) = shared
         .decode_error
         .lock()
@@ -421,10 +351,14 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let clock = cc.clock().unwrap_or(ClockEstimate {
+        offset_us: 0,
+        rtt_us: 0,
+    });
     let report = Report {
         host_fingerprint: connected.fingerprint.to_string(),
         codec: welcome.codec.to_string(),
-        mode: mode.to_string(),
+        mode: cc.mode().to_string(),
         frames_sent: shared.max_index.load(Ordering::Relaxed),
         frames_received: shared.frames_received.load(Ordering::Relaxed),
         frames_decoded: shared.frames_decoded.load(Ordering::Relaxed),
@@ -434,22 +368,149 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
         frames_corrupt: shared.frames_corrupt.load(Ordering::Relaxed),
         frames_stale: shared.frames_stale.load(Ordering::Relaxed),
         frames_out_of_order: shared.frames_out_of_order.load(Ordering::Relaxed),
-        keyframes_requested,
+        keyframes_requested: cc.stats().keyframe_requests,
         keyframes_received: shared.keyframes.load(Ordering::Relaxed),
         packets_received: rstats.datagrams,
         packets_rejected: rstats.forged + rstats.replayed + rstats.malformed + rstats.wrong_size,
         bitrate_mbps: shared.bytes.load(Ordering::Relaxed) as f64 * 8.0 / seconds.max(1e-3) / 1e6,
         seconds,
-        clock_offset_ms: offset_us as f64 / 1000.0,
-        rtt_ms: rtt_us as f64 / 1000.0,
+        clock_offset_ms: clock.offset_us as f64 / 1000.0,
+        rtt_ms: clock.rtt_us as f64 / 1000.0,
         capture_to_received_ms: l(&shared.recv_ms),
         capture_to_decoded_ms: l(&shared.decoded_ms),
         decode_ms: l(&shared.decode_ms),
         receive_path_ms: l(&shared.recv_path_ms),
         sizes,
-        end,
+        end: ended.to_string(),
     };
     Ok(report)
+}
+
+/// Hands what the control stream gave to the machine; only a broken transport is an error here
+/// (a malformed message is the machine's to judge).
+fn feed(
+    cc: &mut ClientControl,
+    now: Instant,
+    received: Result<Option<Message>, TransportError>,
+) -> Result<(), TransportError> {
+    match received {
+        Ok(Some(m)) => cc.handle_message(now, m),
+        Ok(None) => cc.handle_closed(now),
+        Err(TransportError::Malformed(e)) => cc.handle_malformed(now, &e.to_string()),
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// The receiver report the control machine asks for, from the data plane's counters.
+fn receiver_report(shared: &Shared) -> Message {
+    Message::Stats(ReceiverStats {
+        frames_received: shared.frames_received.load(Ordering::Relaxed),
+        frames_decoded: shared.frames_decoded.load(Ordering::Relaxed),
+        ..ReceiverStats::default()
+    })
+}
+
+/// The data plane's resources, acquired before streaming so a bad address or path fails early.
+struct DataPlaneSetup {
+    sock: UdpSocket,
+    target: SocketAddr,
+    out_file: Option<std::fs::File>,
+    lost: tokio::sync::mpsc::UnboundedSender<u32>,
+}
+
+/// The running data plane: the receive and decode threads.
+struct DataPlane {
+    recv: std::thread::JoinHandle<Result<punktfunk_core::session::RecvStats>>,
+    decode: std::thread::JoinHandle<()>,
+    started: Instant,
+}
+
+impl DataPlaneSetup {
+    fn new(
+        cfg: &ClientConfig,
+        welcome: &Welcome,
+        lost: tokio::sync::mpsc::UnboundedSender<u32>,
+    ) -> Result<DataPlaneSetup> {
+        let target = cfg
+            .data_via
+            .unwrap_or_else(|| SocketAddr::new(cfg.host.ip(), welcome.data_port));
+        let bind: SocketAddr = if target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .expect("valid");
+        let sock = UdpSocket::bind(bind).context("binding the data socket")?;
+        sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let out_file = match &cfg.out {
+            Some(p) => Some(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(DataPlaneSetup {
+            sock,
+            target,
+            out_file,
+            lost,
+        })
+    }
+
+    /// Starts the receive thread and the decode thread.
+    fn start(
+        self,
+        welcome: &Welcome,
+        shared: &Arc<Shared>,
+        stop: &Arc<AtomicBool>,
+        epoch: Instant,
+    ) -> Result<DataPlane> {
+        let (frame_tx, frame_rx) = mpsc::sync_channel::<Received>(16);
+        let recv = {
+            let (shared, stop, welcome) = (shared.clone(), stop.clone(), welcome.clone());
+            let DataPlaneSetup {
+                sock,
+                target,
+                out_file,
+                lost,
+            } = self;
+            std::thread::Builder::new()
+                .name("receive".into())
+                .spawn(move || {
+                    receive_loop(
+                        sock, target, &welcome, &shared, &stop, frame_tx, lost, out_file, epoch,
+                    )
+                })?
+        };
+        let decode = {
+            let (shared, codec) = (shared.clone(), welcome.codec);
+            std::thread::Builder::new()
+                .name("decode".into())
+                .spawn(move || decode_loop(codec, frame_rx, &shared, epoch))?
+        };
+        Ok(DataPlane {
+            recv,
+            decode,
+            started: Instant::now(),
+        })
+    }
+}
+
+impl DataPlane {
+    /// Waits for both threads (the stop flag must be set); the receiver's counters and the
+    /// seconds streamed.
+    fn join(self) -> Result<(punktfunk_core::session::RecvStats, f64)> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let rstats = self
+            .recv
+            .join()
+            .map_err(|_| anyhow::anyhow!("receive thread panicked"))??;
+        self.decode
+            .join()
+            .map_err(|_| anyhow::anyhow!("decode thread panicked"))?;
+        Ok((rstats, seconds))
+    }
 }
 
 /// Capture time (host clock, µs) → milliseconds before `at` on the client's clock.
@@ -468,7 +529,7 @@ fn receive_loop(
     shared: &Shared,
     stop: &AtomicBool,
     frames: mpsc::SyncSender<Received>,
-    keyframe_requests: tokio::sync::mpsc::UnboundedSender<u32>,
+    losses: tokio::sync::mpsc::UnboundedSender<u32>,
     mut out: Option<std::fs::File>,
     epoch: Instant,
 ) -> Result<punktfunk_core::session::RecvStats> {
@@ -547,8 +608,8 @@ fn receive_loop(
                     shared
                         .max_index
                         .fetch_max(u64::from(first) + u64::from(count), Ordering::Relaxed);
-                    tracing::debug!(first, count, "frames lost; requesting a keyframe");
-                    let _ = keyframe_requests.send(first);
+                    tracing::debug!(first, count, "frames lost");
+                    let _ = losses.send(first);
                 }
             }
         }

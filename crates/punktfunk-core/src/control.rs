@@ -11,10 +11,29 @@
 //! trailing bytes after a known body, so newer peers can add messages and fields. Every length is
 //! checked against its bound before anything is allocated. The protocol version travels in
 //! `Hello` and `Welcome`; see `docs/protocol/punktfunk1.md` for the layouts and the handshake.
+//!
+//! After the handshake ([`crate::handshake`]) each side's control logic is a sans-IO state
+//! machine of the same shape: [`HostControl`] and [`ClientControl`] take messages, datagrams
+//! and `now` in and give actions and the next deadline out.
 
 use crate::crypto::{CipherSuite, SALT_LEN};
 use crate::fec::FecCode;
 use thiserror::Error;
+
+mod client;
+mod end;
+mod host;
+
+pub use client::{
+    ClientAction, ClientControl, ClientControlConfig, ClientControlStats, ClockEstimate,
+    ScheduledReconfigure, CLOCK_PROBES, CLOCK_PROBE_TIMEOUT, KEYFRAME_REQUEST_INTERVAL,
+    STATS_INTERVAL,
+};
+pub use end::{ControlError, Ended, Side};
+pub use host::{
+    HostAction, HostControl, HostControlStats, NoReconfigurePending, KEYFRAME_MIN_INTERVAL,
+    RECONFIGURE_TIMEOUT,
+};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -203,9 +222,9 @@ impl ByeReason {
     pub const BUSY: ByeReason = ByeReason(4);
     /// The host failed internally (encoder, source).
     pub const INTERNAL: ByeReason = ByeReason(5);
-    /// The handshake took too long.
+    /// The peer did not answer in time (the handshake, a clock probe).
     pub const TIMEOUT: ByeReason = ByeReason(6);
-    /// The host is shutting down.
+    /// The host is shutting down (an orderly end, like [`ByeReason::NORMAL`]).
     pub const SHUTDOWN: ByeReason = ByeReason(7);
 }
 
@@ -438,6 +457,23 @@ pub enum DecodeError {
 }
 
 impl Message {
+    /// The message's name, for logs and error texts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Welcome(_) => "Welcome",
+            Message::Start => "Start",
+            Message::RequestKeyframe { .. } => "RequestKeyframe",
+            Message::Reconfigure { .. } => "Reconfigure",
+            Message::Reconfigured { .. } => "Reconfigured",
+            Message::ClockProbe(_) => "ClockProbe",
+            Message::ClockReply(_) => "ClockReply",
+            Message::Stats(_) => "Stats",
+            Message::Bye { .. } => "Bye",
+            Message::Unknown { .. } => "unknown message",
+        }
+    }
+
     /// Appends the framed message to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();

@@ -66,6 +66,74 @@ pub struct HostPolicy {
     pub data_port: u16,
 }
 
+/// A mode and bitrate the host's policy accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The mode, unchanged from the request.
+    pub mode: Mode,
+    /// The bitrate to target, kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+/// Why the host's policy refused a requested mode. Always the requester's doing.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModeRefused {
+    /// Not a streamable mode at all (odd or out-of-range size, refresh out of range).
+    #[error("mode {mode} is not streamable: {detail}")]
+    Invalid {
+        /// The requested mode.
+        mode: Mode,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Width, height or refresh rate above the host's maximum.
+    #[error("mode {mode} exceeds the host's limit {limit}")]
+    AboveLimit {
+        /// The requested mode.
+        mode: Mode,
+        /// The host's maximum.
+        limit: Mode,
+    },
+}
+
+impl HostPolicy {
+    /// The one admission check for a stream's mode and bitrate: the handshake runs it on the
+    /// Hello and the control loop on every Reconfigure, so a limit cannot be enforced on one
+    /// path and forgotten on the other.
+    ///
+    /// The mode must be streamable ([`Mode::validate`]) and within [`HostPolicy::max_mode`] in
+    /// width, height and refresh rate, each on its own. A requested bitrate of 0 means "no
+    /// preference" and stands for `unset_kbps` (the default in a Hello, the current rate in a
+    /// Reconfigure); the result is clamped to [`HostPolicy::bitrate_range_kbps`] either way, so
+    /// nothing outside the range reaches an encoder whatever a pipeline reported before.
+    pub fn admit(
+        &self,
+        mode: Mode,
+        bitrate_kbps: u32,
+        unset_kbps: u32,
+    ) -> Result<Admitted, ModeRefused> {
+        mode.validate()
+            .map_err(|detail| ModeRefused::Invalid { mode, detail })?;
+        let limit = self.max_mode;
+        if mode.width > limit.width
+            || mode.height > limit.height
+            || mode.refresh_mhz > limit.refresh_mhz
+        {
+            return Err(ModeRefused::AboveLimit { mode, limit });
+        }
+        let (lo, hi) = self.bitrate_range_kbps;
+        let wanted = match bitrate_kbps {
+            0 => unset_kbps,
+            b => b,
+        };
+        // `max` then `min` rather than `clamp`: a misconfigured range (lo > hi) must not panic
+        // when a client connects.
+        let bitrate_kbps = wanted.max(lo).min(hi);
+        Ok(Admitted { mode, bitrate_kbps })
+    }
+}
+
 /// The decisions of a completed handshake, as both sides see them.
 pub type SessionConfig = Welcome;
 
@@ -119,7 +187,7 @@ impl HostHandshake {
                 ByeReason::PROTOCOL_ERROR,
                 HandshakeError::Protocol(format!(
                     "unexpected {} during the handshake",
-                    name(&other)
+                    other.name()
                 )),
             ),
         };
@@ -167,20 +235,9 @@ impl HostHandshake {
             ));
         }
         let unsupported = |m: String| (ByeReason::UNSUPPORTED, HandshakeError::Protocol(m));
-        hello
-            .mode
-            .validate()
-            .map_err(|e| unsupported(format!("requested mode: {e}")))?;
-        let m = hello.mode;
-        if m.width > p.max_mode.width
-            || m.height > p.max_mode.height
-            || m.refresh_mhz > p.max_mode.refresh_mhz
-        {
-            return Err(unsupported(format!(
-                "mode {m} exceeds the host's limit {}",
-                p.max_mode
-            )));
-        }
+        let admitted = p
+            .admit(hello.mode, hello.bitrate_kbps, p.default_bitrate_kbps)
+            .map_err(|e| unsupported(e.to_string()))?;
         // The client's preference order wins among the codecs the host has.
         let codec = hello
             .codecs
@@ -195,10 +252,6 @@ impl HostHandshake {
                     list(&p.codecs)
                 ))
             })?;
-        let bitrate = match hello.bitrate_kbps {
-            0 => p.default_bitrate_kbps,
-            b => b.clamp(p.bitrate_range_kbps.0, p.bitrate_range_kbps.1),
-        };
         let fec_percent = hello.fec_percent.map_or(p.default_fec_percent, u16::from);
         let key_len = p.suite.key_len().unwrap_or(0);
         let mut key = |len| {
@@ -218,8 +271,8 @@ impl HostHandshake {
             version: PROTOCOL_VERSION,
             session_id: u64::from_le_bytes(id),
             codec,
-            mode: m,
-            bitrate_kbps: bitrate,
+            mode: admitted.mode,
+            bitrate_kbps: admitted.bitrate_kbps,
             fec_percent,
             fec_min_parity: p.fec_parity_range.0,
             fec_max_parity: p.fec_parity_range.1,
@@ -235,6 +288,12 @@ impl HostHandshake {
     /// The next message to send to the client.
     pub fn poll_message(&mut self) -> Option<Message> {
         (!self.out.is_empty()).then(|| self.out.remove(0))
+    }
+
+    /// The policy this handshake chose from; the session's control loop admits Reconfigure
+    /// requests by the same one.
+    pub fn policy(&self) -> &HostPolicy {
+        &self.policy
     }
 
     /// The agreed configuration and the client's Hello once Start arrived.
@@ -305,7 +364,7 @@ impl ClientHandshake {
             (s @ ClientState::Established(_), _) => s,
             (_, other) => {
                 let e =
-                    HandshakeError::Protocol(format!("unexpected {} before Welcome", name(&other)));
+                    HandshakeError::Protocol(format!("unexpected {} before Welcome", other.name()));
                 self.out.push(Message::Bye {
                     reason: ByeReason::PROTOCOL_ERROR,
                     message: e.to_string(),
@@ -379,22 +438,6 @@ impl ClientHandshake {
             ClientState::Failed(e) => Some(e),
             _ => None,
         }
-    }
-}
-
-fn name(m: &Message) -> &'static str {
-    match m {
-        Message::Hello(_) => "Hello",
-        Message::Welcome(_) => "Welcome",
-        Message::Start => "Start",
-        Message::RequestKeyframe { .. } => "RequestKeyframe",
-        Message::Reconfigure { .. } => "Reconfigure",
-        Message::Reconfigured { .. } => "Reconfigured",
-        Message::ClockProbe(_) => "ClockProbe",
-        Message::ClockReply(_) => "ClockReply",
-        Message::Stats(_) => "Stats",
-        Message::Bye { .. } => "Bye",
-        Message::Unknown { .. } => "unknown message",
     }
 }
 
@@ -560,6 +603,87 @@ mod tests {
         assert!(
             matches!(client.error(), Some(HandshakeError::Protocol(m)) if m.contains("did not offer"))
         );
+    }
+
+    #[test]
+    fn admit_checks_each_limit_and_clamps_the_bitrate() {
+        let p = HostPolicy {
+            max_mode: Mode::new(3840, 2160, 240),
+            ..policy()
+        };
+        let ok = |m: Mode, kbps| p.admit(m, kbps, 7_777);
+        assert_eq!(
+            p.admit(Mode::new(1280, 720, 60), 0, 900_000)
+                .map(|a| a.bitrate_kbps),
+            Ok(150_000),
+            "the unset rate is clamped too"
+        );
+        assert_eq!(
+            ok(Mode::new(3840, 2160, 240), 0),
+            Ok(Admitted {
+                mode: Mode::new(3840, 2160, 240),
+                bitrate_kbps: 7_777
+            }),
+            "the limit itself is allowed; 0 takes the caller's unset rate"
+        );
+        for m in [
+            Mode::new(3842, 1080, 60),
+            Mode::new(1920, 2162, 60),
+            Mode::new(1920, 1080, 480),
+            Mode {
+                refresh_mhz: 240_001,
+                ..Mode::new(1920, 1080, 60)
+            },
+        ] {
+            assert_eq!(
+                ok(m, 0),
+                Err(ModeRefused::AboveLimit {
+                    mode: m,
+                    limit: p.max_mode
+                }),
+                "{m}"
+            );
+        }
+        assert!(matches!(
+            ok(Mode::new(1279, 720, 60), 0),
+            Err(ModeRefused::Invalid { .. })
+        ));
+        let kbps = |b| ok(Mode::new(1280, 720, 60), b).map(|a| a.bitrate_kbps);
+        assert_eq!(kbps(1), Ok(500));
+        assert_eq!(kbps(150_001), Ok(150_000));
+        assert_eq!(kbps(20_000), Ok(20_000));
+        // A misconfigured range does not panic.
+        let odd = HostPolicy {
+            bitrate_range_kbps: (9_000, 1_000),
+            ..policy()
+        };
+        assert!(odd.admit(Mode::new(1280, 720, 60), 5_000, 0).is_ok());
+    }
+
+    #[test]
+    fn refresh_above_the_hosts_limit_is_refused_in_the_hello() {
+        let mut host = HostHandshake::new(policy());
+        let mut client = ClientHandshake::new(Hello {
+            mode: Mode::new(1280, 720, 240),
+            ..hello()
+        });
+        run(&mut host, &mut client);
+        let Some(HandshakeError::Refused { reason, message }) = client.error() else {
+            panic!("{:?}", client.error())
+        };
+        assert_eq!(*reason, ByeReason::UNSUPPORTED);
+        assert!(message.contains("exceeds the host's limit"), "{message}");
+    }
+
+    #[test]
+    fn bitrate_zero_in_the_hello_takes_the_hosts_default() {
+        let mut host = HostHandshake::new(policy());
+        let mut client = ClientHandshake::new(Hello {
+            bitrate_kbps: 0,
+            ..hello()
+        });
+        run(&mut host, &mut client);
+        assert_eq!(client.established().unwrap().bitrate_kbps, 10_000);
     }
 
     #[test]
