@@ -19,11 +19,10 @@ use crate::session::video::{
 };
 use crate::session::{self, Counters, HostContext, Session, Sinks};
 use anyhow::{Context, Result};
-use punktfunk_core::control::{datagram, ByeReason, ClockReply, Codec, Message, Mode, Welcome};
+use punktfunk_core::control::{ByeReason, Codec, HostAction, HostControl, Message, Mode, Welcome};
 use punktfunk_core::crypto::{packet_key, CipherSuite, Opener};
 use punktfunk_core::fec::FecPolicy;
 use punktfunk_core::handshake::{HostHandshake, HostPolicy};
-use punktfunk_core::input::InputEvent;
 use punktfunk_core::packetizer::{
     FrameMeta, PacketBatch, PacketizerConfig, STREAM_MIN_DATA_SHARDS, STREAM_MIN_SHARD_LEN,
 };
@@ -226,8 +225,17 @@ async fn start_gamestream_streams(
             control,
             audio,
         },
+        input_caps(ctx),
     );
     Ok(())
+}
+
+/// What the injector a stream would get can deliver (no injector usable: nothing).
+fn input_caps(ctx: &HostContext) -> punktfunk_desktop::InjectCaps {
+    use punktfunk_desktop::inject;
+    inject::resolve(&ctx.caps.env, &ctx.prefs.input)
+        .map(|c| inject::capabilities(c.backend))
+        .unwrap_or_default()
 }
 
 /// Fills `buf` from the system's secure random source.
@@ -497,14 +505,16 @@ async fn connection(
         }
     };
     session.register(ticket);
-    let result = control_loop(&conn, &mut cs, &session, cfg, ctx.epoch, &mut stop).await;
+    let hc = HostControl::new(&welcome, hs.policy().clone(), ctx.epoch, Instant::now());
+    let result = control_loop(&conn, &mut cs, &session, hc, &mut stop).await;
     data.unregister(welcome.session_id);
     let stats = session.stats();
     drop(session);
     stats.log_end(match &result {
-        Ok(r) => r,
+        Ok(r) => r.as_str(),
         Err(_) => "error",
     });
+
     if let Some(path) = &ctx.stats_json {
         session::write_stats_json(path, &stats);
     }
@@ -564,93 +574,83 @@ fn start_session(
     )?)
 }
 
-/// Serves one established session's control stream and input datagrams; the `Ok` value says
-/// how it ended.
+/// Serves one established session: a thin driver around the sans-IO [`HostControl`], which
+/// decides everything (mode changes go through the same policy as the handshake). The `Ok`
+/// value says how it ended.
 async fn control_loop(
     conn: &punktfunk_quic::quinn::Connection,
     cs: &mut ControlStream,
     session: &Session,
-    cfg: &ServeConfig,
-    epoch: Instant,
+    mut hc: HostControl,
     stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<&'static str> {
-    let counters = session.counters().clone();
-    counters.declare(&["input_datagrams", "input_malformed", "keyframe_requests"]);
-    loop {
-        tokio::select! {
-            m = cs.recv() => match m {
-                Ok(Some(Message::RequestKeyframe { frame })) => {
+) -> Result<String> {
+    let mut reply: Option<tokio::sync::oneshot::Receiver<Result<(u32, u32), VideoError>>> = None;
+    let mut watch = tokio::time::interval(Duration::from_millis(250));
+    let end = 'session: loop {
+        while let Some(action) = hc.poll_action() {
+            match action {
+                HostAction::Send(m) => cs.send(&m).await?,
+                HostAction::Keyframe { frame } => {
                     tracing::debug!(frame, "keyframe requested");
-                    counters.add("keyframe_requests", 1);
                     session.keyframe();
                 }
-                Ok(Some(Message::Reconfigure { mode, bitrate_kbps })) => {
-                    if let Err(e) = mode.validate().and_then(|_| {
-                        if mode.width > cfg.max_mode.width || mode.height > cfg.max_mode.height { Err(format!("{mode} exceeds {}", cfg.max_mode)) } else { Ok(()) }
-                    }) {
-                        let _ = cs.send(&Message::Bye { reason: ByeReason::UNSUPPORTED, message: format!("reconfigure refused: {e}") }).await;
-                        anyhow::bail!("reconfigure refused: {e}");
-                    }
-                    let rate = if bitrate_kbps == 0 { 0 } else { bitrate_kbps.clamp(cfg.bitrate_range_kbps.0, cfg.bitrate_range_kbps.1) };
-                    match session.reconfigure(mode, rate).await {
-                        Ok(Ok((first_frame, rate))) => {
-                            tracing::info!(%mode, first_frame, "reconfigured");
-                            cs.send(&Message::Reconfigured { mode, bitrate_kbps: rate, first_frame }).await?;
-                        }
-                        other => {
-                            let e = match other { Ok(Err(e)) => e.to_string(), _ => "the pipeline stopped".to_string() };
-                            let _ = cs.send(&Message::Bye { reason: ByeReason::INTERNAL, message: format!("reconfigure failed: {e}") }).await;
-                            anyhow::bail!("reconfigure failed: {e}");
-                        }
-                    }
+                HostAction::Reconfigure { mode, bitrate_kbps } => {
+                    reply = Some(session.reconfigure(mode, bitrate_kbps));
                 }
-                Ok(Some(Message::ClockProbe(p))) => {
-                    let t1 = epoch.elapsed().as_micros() as u64;
-                    let reply = ClockReply { id: p.id, t0_us: p.t0_us, t1_us: t1, t2_us: epoch.elapsed().as_micros() as u64 };
-                    cs.send(&Message::ClockReply(reply)).await?;
+                HostAction::Input(events) => {
+                    events.into_iter().for_each(|e| session.input().inject(e))
                 }
-                Ok(Some(Message::Stats(s))) => tracing::debug!(?s, "receiver stats"),
-                Ok(Some(Message::Bye { reason, message })) => {
-                    tracing::info!(%reason, %message, "client ended the session");
-                    return Ok("client said bye");
-                }
-                Ok(Some(Message::Unknown { ty })) => tracing::debug!(ty, "ignoring unknown control message"),
-                Ok(Some(other)) => {
-                    let _ = cs.send(&Message::Bye { reason: ByeReason::PROTOCOL_ERROR, message: "unexpected message".into() }).await;
-                    anyhow::bail!("unexpected control message {other:?}");
-                }
-                Ok(None) => return Ok("client closed the control stream"),
-                Err(punktfunk_quic::TransportError::Malformed(e)) => {
-                    let _ = cs.send(&Message::Bye { reason: ByeReason::PROTOCOL_ERROR, message: e.to_string() }).await;
-                    anyhow::bail!("malformed control message: {e}");
-                }
-                Err(e) => return Err(e.into()),
-            },
-            d = conn.read_datagram() => match d {
-                Ok(bytes) if bytes.first() == Some(&datagram::INPUT) => match InputEvent::decode_batch(&bytes[1..]) {
-                    Ok(events) => {
-                        counters.add("input_datagrams", 1);
-                        events.into_iter().for_each(|e| session.input().inject(e));
-                    }
-                    Err(e) => {
-                        counters.add("input_malformed", 1);
-                        tracing::debug!(error = %e, "dropping a malformed input datagram");
-                    }
-                },
-                Ok(_) => tracing::debug!("dropping a datagram with an unknown code"),
-                Err(e) => return Err(e.into()),
-            },
-            _ = stop.changed() => {
-                let _ = cs.send(&Message::Bye { reason: ByeReason::SHUTDOWN, message: "the host is shutting down".into() }).await;
-                return Ok("host shutdown");
-            }
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                if let Some(e) = session.failure() {
-                    let _ = cs.send(&Message::Bye { reason: ByeReason::INTERNAL, message: e.clone() }).await;
-                    anyhow::bail!("pipeline failed: {e}");
-                }
+                HostAction::End(end) => break 'session end,
             }
         }
+        let timer = hc.poll_timeout();
+        let sleep = async move {
+            match timer {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            m = cs.recv() => match m {
+                Ok(Some(m)) => hc.handle_message(Instant::now(), m),
+                Ok(None) => hc.handle_closed(Instant::now()),
+                Err(punktfunk_quic::TransportError::Malformed(e)) => hc.handle_malformed(Instant::now(), &e.to_string()),
+                Err(e) => return Err(e.into()),
+            },
+            d = conn.read_datagram() => hc.handle_datagram(Instant::now(), &d?),
+            r = async { reply.as_mut().expect("guarded").await }, if reply.is_some() => {
+                reply = None;
+                let now = Instant::now();
+                let _ = match r {
+                    Ok(Ok((first, rate))) => {
+                        tracing::info!(mode = %hc.reconfigure_in_flight().map_or_else(String::new, |a| a.mode.to_string()), first_frame = first, "reconfigured");
+                        hc.handle_reconfigured(now, first, rate)
+                    }
+                    Ok(Err(e)) => hc.handle_reconfigure_failed(now, &e.to_string()),
+                    Err(_) => hc.handle_reconfigure_failed(now, "the pipeline stopped"),
+                };
+            }
+            _ = sleep => hc.handle_timeout(Instant::now()),
+            _ = watch.tick() => {
+                if let Some(e) = session.failure() {
+                    hc.handle_pipeline_failed(Instant::now(), &e);
+                }
+            }
+            _ = stop.changed() => hc.shutdown(Instant::now(), ByeReason::SHUTDOWN, "the host is shutting down"),
+        }
+    };
+    let st = hc.stats();
+    let c = session.counters();
+    c.add("control_messages", st.messages);
+    c.add("keyframe_requests", st.keyframe_requests);
+    c.add("clock_probes", st.clock_probes);
+    c.add("reconfigures", st.reconfigures_done);
+    c.add("input_datagrams", st.input_datagrams);
+    c.add("input_malformed", st.input_malformed);
+    let how = format!("{} ended it: {}", end.by, end.message);
+    match end.outcome {
+        Ok(()) => Ok(how),
+        Err(e) => Err(anyhow::anyhow!("{how} ({e})")),
     }
 }
 

@@ -764,6 +764,9 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
         d.body
     );
     assert!(d.body.contains("surround-params=21101"), "{}", d.body);
+    // The log injector delivers touch (so pen and touch events are asked for) but no
+    // controller touchpad or motion.
+    assert!(d.body.contains("x-ss-general.featureFlags:1"), "{}", d.body);
     assert!(
         !d.body.contains("refPicInvalidation"),
         "no RFI without an encoder that can"

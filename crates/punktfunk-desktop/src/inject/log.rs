@@ -45,16 +45,7 @@ impl InputInjector for LogInjector {
     }
 
     fn capabilities(&self) -> InjectCaps {
-        // Everything the core's event model has a variant for.
-        InjectCaps {
-            keyboard: true,
-            mouse: true,
-            touch: true,
-            pen: false,
-            gamepad: true,
-            gamepad_touchpad: false,
-            gamepad_motion: false,
-        }
+        super::capabilities(InjectorBackend::Log)
     }
 
     fn inject(&mut self, event: &InputEvent) -> Result<(), InjectError> {

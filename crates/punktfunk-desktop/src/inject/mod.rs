@@ -11,7 +11,7 @@
 pub mod log;
 mod resolve;
 
-pub use resolve::{candidates, open, probe, resolve};
+pub use resolve::{candidates, capabilities, open, probe, resolve};
 
 use punktfunk_core::input::{Feedback, InputEvent};
 

@@ -1,6 +1,6 @@
 //! Choosing and opening the input injector.
 
-use super::{log::LogInjector, InjectError, InjectorBackend, InputInjector};
+use super::{log::LogInjector, InjectCaps, InjectError, InjectorBackend, InputInjector};
 use crate::env::DesktopEnv;
 use crate::probe::{
     choose, probe_each, BackendId, Candidate, Chosen, NoBackend, Preference, Probe,
@@ -41,6 +41,31 @@ pub fn probe(backend: InjectorBackend, env: &DesktopEnv) -> Probe {
                 Probe::Unavailable("/dev/uinput does not exist".into())
             }
         }
+    }
+}
+
+/// What a backend can deliver (known before one is opened, so a protocol can advertise it).
+pub fn capabilities(backend: InjectorBackend) -> InjectCaps {
+    match backend {
+        // Everything the core's event model has a variant for.
+        InjectorBackend::Log => InjectCaps {
+            keyboard: true,
+            mouse: true,
+            touch: true,
+            pen: false,
+            gamepad: true,
+            gamepad_touchpad: false,
+            gamepad_motion: false,
+        },
+        InjectorBackend::Wlr | InjectorBackend::Mutter | InjectorBackend::Xtest => InjectCaps {
+            keyboard: true,
+            mouse: true,
+            ..Default::default()
+        },
+        InjectorBackend::Uinput => InjectCaps {
+            gamepad: true,
+            ..Default::default()
+        },
     }
 }
 

@@ -41,6 +41,7 @@ struct Inner {
     streams: Arc<StreamHost>,
     abilities: HostAbilities,
     ports: AdvertisedPorts,
+    feature_flags: u32,
     /// The session ids and reply numbering shared by the launch's RTSP connections.
     setup: Mutex<RtspSetup>,
     rng: ring::rand::SystemRandom,
@@ -59,12 +60,20 @@ pub fn serve(
     streams: Arc<StreamHost>,
     abilities: HostAbilities,
     ports: AdvertisedPorts,
+    input: punktfunk_desktop::InjectCaps,
 ) {
+    let feature_flags = feature_flags(input);
+    tracing::info!(
+        feature_flags,
+        ?input,
+        "GameStream: input kinds advertised from what the injector delivers"
+    );
     let inner = Arc::new(Inner {
         gs,
         streams,
         abilities,
         ports,
+        feature_flags,
         setup: Mutex::new(RtspSetup::new()),
         rng: ring::rand::SystemRandom::new(),
     });
@@ -80,6 +89,23 @@ pub fn serve(
             });
         }
     });
+}
+
+/// DESCRIBE's `x-ss-general.featureFlags`: a kind of input is advertised only when the
+/// injector can deliver it (a client told "touch supported" stops emulating the mouse).
+pub fn feature_flags(input: punktfunk_desktop::InjectCaps) -> u32 {
+    /// Pen and touch events.
+    const PEN_TOUCH: u32 = 0x01;
+    /// Controller touchpad and motion events.
+    const CONTROLLER_TOUCH_MOTION: u32 = 0x02;
+    let mut f = 0;
+    if input.touch || input.pen {
+        f |= PEN_TOUCH;
+    }
+    if input.gamepad_touchpad || input.gamepad_motion {
+        f |= CONTROLLER_TOUCH_MOTION;
+    }
+    f
 }
 
 async fn connection(inner: &Arc<Inner>, mut sock: TcpStream) -> std::io::Result<()> {
@@ -189,7 +215,7 @@ async fn handle(inner: &Arc<Inner>, req: &Request) -> Reply {
                 rfi: false,
                 encryption_supported: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
                 encryption_requested: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
-                feature_flags: 0,
+                feature_flags: inner.feature_flags,
             };
             Reply::new(200, cseq).body(describe_body(&caps))
         }
@@ -260,5 +286,28 @@ async fn handle(inner: &Arc<Inner>, req: &Request) -> Reply {
             tracing::debug!(method = other, "RTSP method not implemented");
             Reply::new(501, cseq)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use punktfunk_desktop::InjectCaps;
+
+    #[test]
+    fn feature_flags_follow_what_the_injector_delivers() {
+        assert_eq!(feature_flags(InjectCaps::default()), 0);
+        let touch = InjectCaps {
+            touch: true,
+            ..Default::default()
+        };
+        assert_eq!(feature_flags(touch), 1);
+        let motion = InjectCaps {
+            gamepad_motion: true,
+            ..Default::default()
+        };
+        assert_eq!(feature_flags(motion), 2);
+        let log = punktfunk_desktop::inject::capabilities(punktfunk_desktop::InjectorBackend::Log);
+        assert_eq!(feature_flags(log), 1);
     }
 }

@@ -29,12 +29,11 @@ use crate::session::video::{
 };
 use crate::session::{self, Counters, HostContext, Session, Sinks};
 use punktfunk_core::control::{Codec, Mode};
-use punktfunk_core::input::Feedback;
 use punktfunk_gamestream::audio::{AudioPacketizer, OpusLayout};
-use punktfunk_gamestream::control::{self as ctl, ClientMessage, ControlCipher};
-use punktfunk_gamestream::input::{self, Input};
+use punktfunk_gamestream::control_session::{
+    ControlEvent, ControlSession, EndReason, PeerId, Verdict,
+};
 use punktfunk_gamestream::plan::{SessionPlan, VideoCodec};
-use punktfunk_gamestream::rtsp::Origin;
 use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
 use punktfunk_media::Colour;
 use punktfunk_net::UdpSocket;
@@ -45,10 +44,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long a new session waits for the client's pings and control connection.
-pub const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// A session without control traffic for this long ends.
-pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new session waits for the client's pings (its control connection has the same
+/// deadline, kept by the control machine).
+pub const START_TIMEOUT: Duration = punktfunk_gamestream::control_session::START_TIMEOUT;
 /// Datagrams per paced burst.
 const BURST: usize = 64;
 /// Pacing rate for video bursts, bytes per second (about 800 Mbit/s).
@@ -148,11 +146,6 @@ impl ActiveSession {
 
     fn keyframe(&self) {
         self.with(|s| s.keyframe());
-    }
-
-    /// Counts an input message the protocol could not turn into an event.
-    fn count_input(&self, kind: &'static str) {
-        self.with(|s| s.input().counters().count_kind(kind));
     }
 
     /// Stops the session's threads, tears the session down and logs its figures.
@@ -651,22 +644,46 @@ impl AudioSink for GsAudioSink {
     }
 }
 
-struct Attached {
+/// The control stream of the current session: its machine, and the session it belongs to.
+struct Control {
     session: Arc<ActiveSession>,
-    peer: enet::PeerID,
-    cipher: ControlCipher,
-    last_heard: Instant,
+    machine: ControlSession,
 }
 
+fn peer_id(p: enet::PeerID) -> PeerId {
+    PeerId(p.0 as u64)
+}
+
+/// The ENet driver: transport events go into the session's [`ControlSession`], its transmits
+/// go out, its events reach the session. Everything it decides (who may attach, silence,
+/// termination) is the machine's.
 fn control_loop(
     mut enet_host: enet::Host<std::net::UdpSocket>,
     host: &StreamHost,
     gs: &GameStream,
 ) {
-    let mut attached: Option<Attached> = None;
+    let mut current: Option<Control> = None;
     let mut last_check = Instant::now();
     let mut feedback = Vec::new();
     loop {
+        let now = Instant::now();
+        // Follow the session slot: a new session gets a new machine, a replaced one ends.
+        let active = host.active().filter(|s| !s.ended());
+        let same = match (&current, &active) {
+            (Some(c), Some(a)) => Arc::ptr_eq(&c.session, a),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            if let Some(mut c) = current.take() {
+                c.machine.end(now, EndReason::Replaced);
+                drive(&mut enet_host, host, &mut c);
+            }
+            current = active.map(|s| Control {
+                machine: ControlSession::new(s.started, s.ids.connect_data, &s.key),
+                session: s,
+            });
+        }
         let mut busy = false;
         loop {
             let ev = match enet_host.service() {
@@ -678,90 +695,64 @@ fn control_loop(
                 }
             };
             busy = true;
-            match ev {
-                enet::EventNoRef::Connect { peer, data } => {
-                    let session = host.active().filter(|s| !s.ended());
-                    match session {
-                        Some(s) if s.ids.connect_data == data && attached.is_none() => {
+            let now = Instant::now();
+            match (ev, current.as_mut()) {
+                (enet::EventNoRef::Connect { peer, data }, Some(c)) => {
+                    match c.machine.handle_connect(now, peer_id(peer), data) {
+                        Verdict::Accept => {
                             tracing::info!(peer = peer.0, "GameStream control stream connected");
-                            let p = enet_host.peer_mut(peer);
-                            p.set_timeout(2, 10_000, 10_000);
-                            attached = Some(Attached {
-                                cipher: ControlCipher::new(&s.key, Origin::Host),
-                                session: s,
-                                peer,
-                                last_heard: Instant::now(),
-                            });
+                            enet_host.peer_mut(peer).set_timeout(2, 10_000, 10_000);
                         }
-                        _ => {
+                        Verdict::Refuse(why) => {
                             tracing::info!(
                                 peer = peer.0,
                                 data,
+                                ?why,
                                 "ENet connection without a matching session refused"
                             );
                             enet_host.peer_mut(peer).disconnect_now(0);
                         }
                     }
                 }
-                enet::EventNoRef::Disconnect { peer, .. } => {
-                    if let Some(a) = attached.as_ref().filter(|a| a.peer == peer) {
-                        tracing::info!("GameStream client disconnected the control stream");
-                        a.session.end("client disconnected");
-                        attached = None;
-                        host.stop_active("client disconnected");
-                    }
+                (enet::EventNoRef::Connect { peer, data }, None) => {
+                    tracing::info!(
+                        peer = peer.0,
+                        data,
+                        "ENet connection without a matching session refused"
+                    );
+                    enet_host.peer_mut(peer).disconnect_now(0);
                 }
-                enet::EventNoRef::Receive { peer, packet, .. } => {
-                    let Some(a) = attached.as_mut().filter(|a| a.peer == peer) else {
-                        continue;
-                    };
-                    a.last_heard = Instant::now();
-                    handle_control(a, packet.data());
+                (enet::EventNoRef::Disconnect { peer, .. }, Some(c)) => {
+                    c.machine.handle_disconnect(now, peer_id(peer))
                 }
+                (enet::EventNoRef::Receive { peer, packet, .. }, Some(c)) => {
+                    c.machine.handle_packet(now, peer_id(peer), packet.data())
+                }
+                _ => {}
             }
         }
-        if let Some(a) = attached.as_mut() {
-            send_feedback(&mut enet_host, a, &mut feedback);
-        }
-        // Once per 100 ms: session end, app end, silence.
-        if last_check.elapsed() >= Duration::from_millis(100) {
-            last_check = Instant::now();
-            let mut terminate: Option<&str> = None;
-            if let Some(a) = attached.as_ref() {
+        if let Some(c) = current.as_mut() {
+            // Rumble and other feedback from the injector go to the client.
+            c.session.with(|s| s.input().take_feedback(&mut feedback));
+            for f in feedback.drain(..) {
+                c.machine.handle_feedback(Instant::now(), f);
+            }
+            // Once per 100 ms: what the host knows that the machine cannot see.
+            if last_check.elapsed() >= Duration::from_millis(100) {
+                last_check = Instant::now();
+                let now = Instant::now();
                 let launch = gs.session();
-                if launch
-                    .as_ref()
-                    .is_none_or(|l| l.request.rikey != a.session.key)
-                {
-                    terminate = Some("the app ended or the session was cancelled");
-                } else if a.last_heard.elapsed() > SILENCE_TIMEOUT {
-                    terminate = Some("no control traffic for 10 s");
+                if launch.is_none_or(|l| l.request.rikey != c.session.key) {
+                    c.machine.end(now, EndReason::AppEnded);
                 } else if host.shutting_down.load(Ordering::Relaxed) {
-                    terminate = Some("the host is shutting down");
-                } else if a.session.ended() {
-                    terminate = Some("session ended");
+                    c.machine.end(now, EndReason::HostShutdown);
+                } else if c.session.ended() {
+                    c.machine.end(now, EndReason::StreamFailed);
                 }
-            } else if let Some(s) = host.active() {
-                if gs.session().is_none_or(|l| l.request.rikey != s.key) {
-                    s.end("the app ended or the session was cancelled");
-                    host.stop_active("the app ended or the session was cancelled");
-                } else if s.ended() || s.started.elapsed() > START_TIMEOUT {
-                    host.stop_active("no control connection within 10 s");
-                }
+                c.machine.handle_timeout(now);
             }
-            if let Some((reason, mut a)) = terminate.zip(attached.take_if(|_| terminate.is_some()))
-            {
-                let msg = a.cipher.seal(
-                    ctl::kind::TERMINATION,
-                    &ctl::termination(ctl::TERMINATION_GRACEFUL),
-                );
-                let p = enet_host.peer_mut(a.peer);
-                let _ = p.send(0, &enet::Packet::reliable(msg.as_slice()));
-                p.disconnect_later(0);
-                enet_host.flush();
-                tracing::info!(reason, "GameStream session terminated by the host");
-                a.session.end(reason);
-                host.stop_active(reason);
+            if drive(&mut enet_host, host, c) {
+                current = None;
             }
         }
         if !busy {
@@ -770,85 +761,82 @@ fn control_loop(
     }
 }
 
-/// Forwards the injector's feedback to the client: rumble as sealed 0x010b messages.
-fn send_feedback(
+/// Carries out what the machine asks for: transmits, then events. True once it has ended.
+fn drive(
     enet_host: &mut enet::Host<std::net::UdpSocket>,
-    a: &mut Attached,
-    buf: &mut Vec<Feedback>,
-) {
-    a.session.with(|s| s.input().take_feedback(buf));
-    for f in buf.drain(..) {
-        let Feedback::Rumble { pad, low, high } = f;
-        let msg = a
-            .cipher
-            .seal(ctl::kind::RUMBLE, &ctl::rumble(u16::from(pad), low, high));
-        let sent = enet_host
-            .peer_mut(a.peer)
-            .send(0, &enet::Packet::reliable(msg.as_slice()));
-        if sent.is_ok() {
-            a.session.counters.add("rumble_sent", 1);
-            tracing::debug!(pad, low, high, "rumble sent");
+    host: &StreamHost,
+    c: &mut Control,
+) -> bool {
+    let mut sent = false;
+    while let Some(t) = c.machine.poll_transmit() {
+        let peer = enet::PeerID(t.peer.0 as usize);
+        let p = enet_host.peer_mut(peer);
+        let _ = p.send(t.channel, &enet::Packet::reliable(t.payload.as_slice()));
+        if t.disconnect_after {
+            p.disconnect_later(0);
         }
+        sent = true;
     }
-}
-
-fn handle_control(a: &mut Attached, packet: &[u8]) {
-    let s = &a.session;
-    let msg = match a.cipher.open(packet) {
-        Ok(m) => m,
-        Err(e) => {
-            s.counters.add("control_dropped", 1);
-            tracing::warn!(error = %e, "control packet dropped");
-            return;
-        }
-    };
-    s.counters.add("control_messages", 1);
-    match ClientMessage::parse(&msg) {
-        Ok(ClientMessage::RequestIdr) | Ok(ClientMessage::InvalidateRefs { .. }) => {
-            s.counters.add("idr_requests", 1);
-            tracing::debug!("IDR requested by the client");
-            s.keyframe();
-        }
-        Ok(ClientMessage::Input(p)) => match input::decode(&p) {
-            Ok(Input::Event(ev)) => {
+    if sent {
+        enet_host.flush();
+    }
+    let s = &c.session;
+    while let Some(ev) = c.machine.poll_event() {
+        match ev {
+            ControlEvent::Connected(_) => {}
+            ControlEvent::KeyframeRequested => {
+                tracing::debug!("IDR requested by the client");
+                s.keyframe();
+            }
+            ControlEvent::Input(ev) => {
                 s.with(|x| x.input().inject(ev));
             }
-            Ok(Input::Text(t)) => {
-                s.count_input("text");
-                tracing::debug!(text = %t, "text input (no text injector yet)");
+            ControlEvent::Text(t) => {
+                tracing::debug!(text = %t, "text input (no text injector yet)")
             }
-            Ok(Input::UnmappedKey(vk)) => {
-                s.count_input("unmapped-key");
-                tracing::debug!(vk, "key without an evdev mapping ignored");
-            }
-            Ok(Input::Unmodelled(what)) => s.count_input(what),
-            Ok(Input::Unknown(m)) => {
-                s.count_input("unknown");
-                tracing::debug!(magic = format!("{m:#x}"), "unknown input type ignored");
-            }
-            Err(e) => {
-                s.counters.add("input_dropped", 1);
-                tracing::debug!(error = %e, "input packet dropped");
-            }
-        },
-        Ok(ClientMessage::FecStatus {
-            frame,
-            received_data,
-            received_parity,
-            total_data,
-        }) => {
-            tracing::debug!(
+            ControlEvent::FecStatus {
+                frame,
+                received_data,
+                received_parity,
+                total_data,
+            } => tracing::debug!(
                 frame,
                 received_data,
                 received_parity,
                 total_data,
                 "client FEC status"
-            );
-        }
-        Ok(_) => {}
-        Err(e) => {
-            s.counters.add("control_dropped", 1);
-            tracing::debug!(error = %e, kind = msg.kind, "control message dropped");
+            ),
+            ControlEvent::Dropped(why) => tracing::debug!(?why, "control packet dropped"),
+            ControlEvent::Ended(reason) => {
+                let st = c.machine.stats();
+                let counters = &s.counters;
+                counters.add("control_messages", st.messages);
+                counters.add("control_dropped", st.dropped.total());
+                counters.add("input_dropped", st.dropped.bad_input);
+                counters.add("idr_requests", st.idr_requests);
+                counters.add("rumble_sent", st.rumble_sent);
+                s.with(|x| {
+                    for (kind, n) in &st.input_kinds {
+                        // Events reach the injector and are counted there; what the machine
+                        // could not turn into events is counted here.
+                        if !x.input().counters().stats().by_kind.contains_key(kind) {
+                            x.input().counters().add_kind(kind, *n);
+                        }
+                    }
+                });
+                match reason {
+                    EndReason::ClientDisconnected => {
+                        tracing::info!("GameStream client disconnected the control stream")
+                    }
+                    other => {
+                        tracing::info!(reason = %other, "GameStream session terminated by the host")
+                    }
+                }
+                s.end(reason.as_str());
+                host.stop_active(reason.as_str());
+                return true;
+            }
         }
     }
+    false
 }

@@ -52,6 +52,11 @@ impl InputCounters {
         *crate::lock(&self.by_kind).entry(kind).or_default() += 1;
     }
 
+    /// Adds `n` to `kind`.
+    pub fn add_kind(&self, kind: &'static str, n: u64) {
+        *crate::lock(&self.by_kind).entry(kind).or_default() += n;
+    }
+
     /// A snapshot.
     pub fn stats(&self) -> InputStats {
         InputStats {
