@@ -4,9 +4,8 @@
 //! - [`plan`]: a protocol-neutral stream request → the session plan with its reasons.
 //! - [`session`]: the session that owns the plan and everything built from it (video, input,
 //!   audio threads; the app and its output), the registry of all sessions, their figures.
-//! - [`serve`]: the punktfunk/1 front-end (QUIC control plane, per-session handshake and control).
-//! - [`gamestream`]: the GameStream (Moonlight) front-end: nvhttp, pairing, apps, RTSP, stream.
-//! - [`dataplane`]: the shared punktfunk/1 data-plane UDP socket and its probe authentication.
+//! - [`serve`]: the host's front door (`serve`): probes, starts both protocols, shuts down.
+//! - [`proto`]: the protocol front-ends, punktfunk/1 and GameStream (Moonlight).
 //! - [`aids`]: testing aids as decorators (rumble echo, datagram drops).
 //! - [`control`]: the local control channel (`punktfunk-host pin`).
 //! - [`net`]: accepting connections with back-off when `accept` fails (out of descriptors).
@@ -15,11 +14,10 @@
 pub mod aids;
 pub mod caps;
 pub mod control;
-pub mod dataplane;
-pub mod gamestream;
 pub mod mdns;
 pub mod net;
 pub mod plan;
+pub mod proto;
 pub mod serve;
 pub mod session;
 pub mod stats;

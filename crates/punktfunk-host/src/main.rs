@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use punktfunk_core::control::{Codec, Mode};
 use punktfunk_core::crypto::CipherSuite;
-use punktfunk_host::gamestream::clients::ClientStore;
 use punktfunk_host::plan::DesktopPrefs;
+use punktfunk_host::proto::gamestream::clients::ClientStore;
 use punktfunk_host::serve::{serve, GameStreamOptions, ServeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -237,7 +237,7 @@ fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
             base_port: a.gamestream_port,
             hostname: a.name.clone().unwrap_or_else(machine_name),
             fec_percent: a.gamestream_fec,
-            aids: punktfunk_host::gamestream::stream::TestAids {
+            aids: punktfunk_host::proto::gamestream::stream::TestAids {
                 drop_video: a.gamestream_drop_video,
                 drop_audio: a.gamestream_drop_audio,
                 rumble_echo: a.gamestream_rumble_echo,

@@ -291,7 +291,8 @@ mod tests {
         for (layout, _, digits) in LAYOUTS {
             let c = usize::from(layout.channels);
             let mut enc =
-                OpusEncoder::new(&crate::gamestream::stream::audio_plan(&layout, 5)).unwrap();
+                OpusEncoder::new(&crate::proto::gamestream::stream::audio_plan(&layout, 5))
+                    .unwrap();
             let mut tone = ToneSource::new(48_000, layout.channels, Instant::now());
             let mapping: Vec<u8> = (0..layout.channels).collect();
             let mut err = 0;

@@ -30,8 +30,8 @@ pub mod registry;
 pub mod stats;
 pub mod video;
 
-use crate::dataplane::Destination;
 use crate::plan::SessionPlan;
+use crate::proto::punktfunk1::dataplane::Destination;
 use app::OutputHandle;
 use audio::{AudioPipelineError, AudioSink, AudioThread};
 use input::InputThread;

@@ -21,7 +21,7 @@
 //! encoder still hands out from before it are not sent: the client discards everything until
 //! the keyframe.
 
-use crate::dataplane::Destination;
+use crate::proto::punktfunk1::dataplane::Destination;
 use crate::stats::Histogram;
 use punktfunk_core::control::{Codec, Mode};
 use punktfunk_desktop::{CaptureError, FrameSource};

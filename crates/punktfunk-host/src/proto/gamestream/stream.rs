@@ -20,8 +20,8 @@
 
 use super::nvhttp::GameStream;
 use crate::aids::{DatagramOut, Dropping, RumbleEcho};
-use crate::dataplane::Destination;
 use crate::plan::{self, StreamRequest};
+use crate::proto::punktfunk1::dataplane::Destination;
 use crate::session::audio::{AudioPlan, AudioSink};
 use crate::session::registry::Protocol;
 use crate::session::video::{

@@ -1,0 +1,350 @@
+//! The punktfunk/1 front-end: per connection, the sans-IO handshake on the control stream
+//! under a deadline, then the session's plan, its [`Session`], and a thin driver around the
+//! sans-IO [`HostControl`] serving control messages and input datagrams until either side ends
+//! it.
+//!
+//! - [`dataplane`]: the shared data-plane UDP socket and its probe authentication.
+
+pub mod dataplane;
+
+use crate::plan::{self, StreamRequest};
+use crate::serve::ServeConfig;
+use crate::session::registry::Protocol;
+use crate::session::video::{
+    thread_cpu_us, EncodeSettings, Encoded, FrameSink, SinkTimes, VideoError,
+};
+use crate::session::{self, Counters, HostContext, Session, Sinks};
+use anyhow::{Context, Result};
+use dataplane::{DataPlane, Destination};
+use punktfunk_core::control::{ByeReason, Codec, HostAction, HostControl, Message, Welcome};
+use punktfunk_core::crypto::{packet_key, Opener};
+use punktfunk_core::fec::FecPolicy;
+use punktfunk_core::handshake::{HostHandshake, HostPolicy};
+use punktfunk_core::packetizer::{
+    FrameMeta, PacketBatch, PacketizerConfig, STREAM_MIN_DATA_SHARDS, STREAM_MIN_SHARD_LEN,
+};
+use punktfunk_core::session::SendSession;
+use punktfunk_net::UdpSocket;
+use punktfunk_quic::ControlStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Fills `buf` from the system's secure random source.
+fn fill_random(buf: &mut [u8]) {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .expect("the system random source works");
+}
+
+/// The host's policy for punktfunk/1 handshakes (and mode changes).
+fn policy(cfg: &ServeConfig, offered: &[Codec], data: &DataPlane) -> HostPolicy {
+    HostPolicy {
+        codecs: offered.to_vec(),
+        max_mode: cfg.max_mode,
+        default_bitrate_kbps: cfg.default_bitrate_kbps,
+        bitrate_range_kbps: cfg.bitrate_range_kbps,
+        default_fec_percent: cfg.fec_percent,
+        fec_parity_range: (2, 1024),
+        shard_len: cfg.shard_len,
+        suite: cfg.suite,
+        data_port: data.port(),
+    }
+}
+
+/// Serves one QUIC connection: handshake, session, control, teardown.
+pub(crate) async fn connection(
+    conn: punktfunk_quic::quinn::Connection,
+    cfg: &ServeConfig,
+    ctx: &Arc<HostContext>,
+    offered: &[Codec],
+    data: &DataPlane,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let remote = conn.remote_address();
+    let ticket = ctx
+        .registry
+        .admit(Protocol::Punktfunk1, &remote.to_string());
+    let mut cs = tokio::time::timeout(cfg.handshake_timeout, ControlStream::accept(&conn))
+        .await
+        .context("client opened no control stream in time")??;
+    let mut hs = HostHandshake::new(policy(cfg, offered, data));
+    if let Err(busy) = &ticket {
+        hs.refuse(ByeReason::BUSY, &busy.to_string());
+    }
+    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    let (welcome, hello) = loop {
+        while let Some(m) = hs.poll_message() {
+            cs.send(&m).await?;
+        }
+        if let Some(e) = hs.error() {
+            anyhow::bail!("handshake with {remote} failed: {e}");
+        }
+        if let Some((w, h)) = hs.established() {
+            break (w.clone(), h.clone());
+        }
+        match tokio::time::timeout_at(deadline, cs.recv()).await {
+            Err(_) => {
+                let _ = cs
+                    .send(&Message::Bye {
+                        reason: ByeReason::TIMEOUT,
+                        message: "handshake took too long".into(),
+                    })
+                    .await;
+                anyhow::bail!("handshake with {remote} timed out");
+            }
+            Ok(Ok(Some(m))) => hs.handle(m, &mut fill_random),
+            Ok(Ok(None)) => {
+                anyhow::bail!("{remote} closed the control stream during the handshake")
+            }
+            Ok(Err(punktfunk_quic::TransportError::Malformed(e))) => hs.malformed(&e.to_string()),
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    };
+    let ticket = ticket.expect("a refused handshake never completes");
+    tracing::info!(
+        %remote, client = %hello.client_name, session = welcome.session_id, codec = %welcome.codec,
+        mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps, fec_percent = welcome.fec_percent,
+        "session established"
+    );
+
+    let c2h = packet_key(
+        welcome.suite,
+        &welcome.client_to_host.key,
+        welcome.client_to_host.salt,
+    )?;
+    let dest = data.register(welcome.session_id, Opener::new(c2h));
+    let started = start_session(ctx, &welcome, &hello.client_name, dest, data.socket());
+    let session = match started {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            data.unregister(welcome.session_id);
+            let (reason, message) = match &e {
+                StartError::Plan(r) => (
+                    ByeReason::UNSUPPORTED,
+                    format!("cannot serve this stream: {r}"),
+                ),
+                StartError::Session(e) => (ByeReason::INTERNAL, format!("cannot start video: {e}")),
+            };
+            let _ = cs.send(&Message::Bye { reason, message }).await;
+            anyhow::bail!("{e}");
+        }
+    };
+    session.register(ticket);
+    let hc = HostControl::new(&welcome, hs.policy().clone(), ctx.epoch, Instant::now());
+    let result = control_loop(&conn, &mut cs, &session, hc, &mut stop).await;
+    data.unregister(welcome.session_id);
+    let stats = session.stats();
+    drop(session);
+    stats.log_end(match &result {
+        Ok(r) => r.as_str(),
+        Err(_) => "error",
+    });
+
+    if let Some(path) = &ctx.stats_json {
+        session::write_stats_json(path, &stats);
+    }
+    result.map(|_| ())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("{0}")]
+    Plan(#[from] plan::Refusal),
+    #[error("{0}")]
+    Session(#[from] session::SessionError),
+}
+
+/// Resolves the plan of a punktfunk/1 stream and starts its session.
+fn start_session(
+    ctx: &HostContext,
+    w: &Welcome,
+    client: &str,
+    dest: Destination,
+    sock: Arc<UdpSocket>,
+) -> Result<Session, StartError> {
+    let request = StreamRequest {
+        protocol: Protocol::Punktfunk1,
+        client: client.to_string(),
+        session: format!("{:016x}", w.session_id),
+        mode: w.mode,
+        codec: w.codec,
+        bitrate_kbps: w.bitrate_kbps,
+        colour: punktfunk_media::Colour::default(),
+        slices: 1,
+        audio: None,
+        app: None,
+    };
+    let plan = plan::resolve(request, &ctx.caps, &ctx.prefs)?;
+    plan.log();
+    let parts = session::open_parts(&plan, &ctx.caps.env, None, ctx.epoch)?;
+    let sink = DataPlaneSink::new(w, sock, dest.clone()).map_err(session::SessionError::Video)?;
+    let settings = EncodeSettings {
+        codec: w.codec,
+        prefer_hardware: ctx.prefer_hardware,
+        slices: 1,
+        colour: punktfunk_media::Colour::default(),
+        epoch: ctx.epoch,
+        min_interval: plan.min_frame_interval,
+    };
+    Ok(Session::start(
+        plan,
+        parts,
+        Sinks {
+            video: Box::new(sink),
+            dest,
+            audio: None,
+        },
+        settings,
+        Arc::new(Counters::default()),
+    )?)
+}
+
+/// Serves one established session: a thin driver around the sans-IO [`HostControl`], which
+/// decides everything (mode changes go through the same policy as the handshake). The `Ok`
+/// value says how it ended.
+async fn control_loop(
+    conn: &punktfunk_quic::quinn::Connection,
+    cs: &mut ControlStream,
+    session: &Session,
+    mut hc: HostControl,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<String> {
+    let mut reply: Option<tokio::sync::oneshot::Receiver<Result<(u32, u32), VideoError>>> = None;
+    let mut watch = tokio::time::interval(Duration::from_millis(250));
+    let end = 'session: loop {
+        while let Some(action) = hc.poll_action() {
+            match action {
+                HostAction::Send(m) => cs.send(&m).await?,
+                HostAction::Keyframe { frame } => {
+                    tracing::debug!(frame, "keyframe requested");
+                    session.keyframe();
+                }
+                HostAction::Reconfigure { mode, bitrate_kbps } => {
+                    reply = Some(session.reconfigure(mode, bitrate_kbps));
+                }
+                HostAction::Input(events) => {
+                    events.into_iter().for_each(|e| session.input().inject(e))
+                }
+                HostAction::End(end) => break 'session end,
+            }
+        }
+        let timer = hc.poll_timeout();
+        let sleep = async move {
+            match timer {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            m = cs.recv() => match m {
+                Ok(Some(m)) => hc.handle_message(Instant::now(), m),
+                Ok(None) => hc.handle_closed(Instant::now()),
+                Err(punktfunk_quic::TransportError::Malformed(e)) => hc.handle_malformed(Instant::now(), &e.to_string()),
+                Err(e) => return Err(e.into()),
+            },
+            d = conn.read_datagram() => hc.handle_datagram(Instant::now(), &d?),
+            r = async { reply.as_mut().expect("guarded").await }, if reply.is_some() => {
+                reply = None;
+                let now = Instant::now();
+                let _ = match r {
+                    Ok(Ok((first, rate))) => {
+                        tracing::info!(mode = %hc.reconfigure_in_flight().map_or_else(String::new, |a| a.mode.to_string()), first_frame = first, "reconfigured");
+                        hc.handle_reconfigured(now, first, rate)
+                    }
+                    Ok(Err(e)) => hc.handle_reconfigure_failed(now, &e.to_string()),
+                    Err(_) => hc.handle_reconfigure_failed(now, "the pipeline stopped"),
+                };
+            }
+            _ = sleep => hc.handle_timeout(Instant::now()),
+            _ = watch.tick() => {
+                if let Some(e) = session.failure() {
+                    hc.handle_pipeline_failed(Instant::now(), &e);
+                }
+            }
+            _ = stop.changed() => hc.shutdown(Instant::now(), ByeReason::SHUTDOWN, "the host is shutting down"),
+        }
+    };
+    let st = hc.stats();
+    let c = session.counters();
+    c.add("control_messages", st.messages);
+    c.add("keyframe_requests", st.keyframe_requests);
+    c.add("clock_probes", st.clock_probes);
+    c.add("reconfigures", st.reconfigures_done);
+    c.add("input_datagrams", st.input_datagrams);
+    c.add("input_malformed", st.input_malformed);
+    let how = format!("{} ended it: {}", end.by, end.message);
+    match end.outcome {
+        Ok(()) => Ok(how),
+        Err(e) => Err(anyhow::anyhow!("{how} ({e})")),
+    }
+}
+
+/// punktfunk/1's data plane: the core's packetizer, FEC and sealing, then one batched send.
+pub struct DataPlaneSink {
+    session: SendSession,
+    batch: PacketBatch,
+    sock: Arc<UdpSocket>,
+    dest: Destination,
+}
+
+impl DataPlaneSink {
+    /// A sink for the data plane `welcome` agreed on, sending from `sock` to `dest` once set.
+    pub fn new(
+        w: &Welcome,
+        sock: Arc<UdpSocket>,
+        dest: Destination,
+    ) -> Result<DataPlaneSink, VideoError> {
+        let key = packet_key(w.suite, &w.host_to_client.key, w.host_to_client.salt)
+            .map_err(|e| VideoError::Send(e.to_string()))?;
+        let pcfg = PacketizerConfig {
+            max_shard_len: w.shard_len,
+            fec: FecPolicy {
+                percent: w.fec_percent,
+                min_parity: w.fec_min_parity,
+                max_parity: w.fec_max_parity,
+            },
+            min_data_shards: if w.fec_percent > 0 {
+                STREAM_MIN_DATA_SHARDS
+            } else {
+                1
+            },
+            min_shard_len: STREAM_MIN_SHARD_LEN,
+            ..PacketizerConfig::default()
+        };
+        Ok(DataPlaneSink {
+            session: SendSession::new(pcfg, key),
+            batch: PacketBatch::new(),
+            sock,
+            dest,
+        })
+    }
+}
+
+impl FrameSink for DataPlaneSink {
+    fn deliver(&mut self, f: Encoded, times: &mut SinkTimes) -> Result<bool, VideoError> {
+        let Some(to) = *crate::lock(&self.dest) else {
+            return Ok(true);
+        };
+        let t = Instant::now();
+        let cpu = thread_cpu_us();
+        self.session
+            .send_frame(
+                &f.data,
+                FrameMeta {
+                    timestamp_us: f.capture_us,
+                    keyframe: f.keyframe,
+                },
+                &mut self.batch,
+            )
+            .map_err(|e| VideoError::Send(e.to_string()))?;
+        // A full socket buffer drops datagrams like a congested link would; FEC and keyframe
+        // requests deal with it, so the error is not fatal.
+        let _ = self
+            .sock
+            .send_batch(to, self.batch.as_bytes(), self.batch.segment_size());
+        times.send_us = t.elapsed().as_micros() as u32;
+        times.send_cpu_us = thread_cpu_us().saturating_sub(cpu) as u32;
+        Ok(true)
+    }
+}
