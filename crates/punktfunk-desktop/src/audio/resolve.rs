@@ -51,3 +51,28 @@ pub fn open(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tone_is_chosen_without_pipewire_and_opens_with_the_streams_channels() {
+        let c = resolve(&DesktopEnv::default(), &Preference::Auto).unwrap();
+        assert_eq!(c.backend, AudioBackend::Tone);
+        assert!(
+            c.reason
+                .contains("pipewire: unavailable (no PipeWire socket"),
+            "{}",
+            c.reason
+        );
+        let src = open(AudioBackend::Tone, &DesktopEnv::default(), 6).unwrap();
+        assert_eq!(src.format().channels, 6);
+        assert_eq!(src.format().rate, 48_000);
+        let e = resolve(
+            &DesktopEnv::default(),
+            &Preference::Only(vec![AudioBackend::PipeWire]),
+        );
+        assert!(e.is_err());
+    }
+}

@@ -75,3 +75,42 @@ pub fn open(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_pattern_is_chosen_where_no_capture_applies_and_detected_ones_say_why_not() {
+        let plain = resolve(&DesktopEnv::default(), &Preference::Auto).unwrap();
+        assert_eq!(plain.backend, CaptureBackend::TestPattern);
+        assert!(plain
+            .reason
+            .contains("screencopy: unavailable (no Wayland display"));
+        let wayland = DesktopEnv::from_vars([
+            ("WAYLAND_DISPLAY", "wayland-1"),
+            ("XDG_RUNTIME_DIR", "/run/user/1"),
+        ]);
+        let c = resolve(&wayland, &Preference::Auto).unwrap();
+        assert_eq!(c.backend, CaptureBackend::TestPattern);
+        assert!(
+            c.reason.contains(
+                "a Wayland display is named, but this build has no screencopy capture yet"
+            ),
+            "{}",
+            c.reason
+        );
+        let only = Preference::Only(vec![CaptureBackend::XShm]);
+        assert!(resolve(&wayland, &only).is_err());
+        let opts = SourceOptions {
+            target: CaptureTarget::Desktop,
+            mode: Mode::new(320, 180, 30),
+            epoch: Instant::now(),
+        };
+        assert!(open(CaptureBackend::TestPattern, &opts).is_ok());
+        assert!(matches!(
+            open(CaptureBackend::PipeWire, &opts),
+            Err(CaptureError::Unsupported(_))
+        ));
+    }
+}

@@ -96,3 +96,33 @@ pub fn open(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_injector_is_chosen_without_a_desktop_and_uinput_needs_its_device() {
+        let c = resolve(&DesktopEnv::default(), &Preference::Auto).unwrap();
+        assert_eq!(c.backend, InjectorBackend::Log);
+        assert_eq!(c.candidates.len(), 5);
+        assert!(
+            c.reason
+                .contains("uinput: unavailable (/dev/uinput does not exist)"),
+            "{}",
+            c.reason
+        );
+        let sway =
+            DesktopEnv::from_vars([("WAYLAND_DISPLAY", "wayland-1"), ("SWAYSOCK", "/tmp/s")]);
+        let Probe::Unavailable(r) = probe(InjectorBackend::Wlr, &sway) else {
+            panic!("no wlr injector in this build");
+        };
+        assert!(
+            r.starts_with("a wlroots compositor (sway) is running"),
+            "{r}"
+        );
+        let inj = open(InjectorBackend::Log, &sway).unwrap();
+        assert_eq!(inj.capabilities(), capabilities(InjectorBackend::Log));
+        assert!(open(InjectorBackend::Uinput, &sway).is_err());
+    }
+}
