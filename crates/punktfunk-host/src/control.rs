@@ -18,7 +18,7 @@ pub fn socket_path(config_dir: &Path) -> PathBuf {
 /// What the channel can do.
 pub trait Handler: Send + Sync + 'static {
     /// Handles a PIN typed by the user.
-    fn pin(&self, pin: &str) -> Result<(), String>;
+    fn pin(&self, pin: &str) -> Result<(), crate::proto::gamestream::nvhttp::PinError>;
 }
 
 /// Binds the socket (replacing a stale one) and serves it on the current runtime.

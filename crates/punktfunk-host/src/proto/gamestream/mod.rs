@@ -46,7 +46,7 @@ pub fn codec_modes(caps: &HostCaps) -> u32 {
 struct PinHandler(crate::proto::gamestream::GameStream);
 
 impl crate::control::Handler for PinHandler {
-    fn pin(&self, pin: &str) -> Result<(), String> {
+    fn pin(&self, pin: &str) -> Result<(), nvhttp::PinError> {
         self.0.submit_pin(pin)
     }
 }

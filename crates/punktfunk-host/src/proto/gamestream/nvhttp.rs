@@ -106,6 +106,18 @@ struct Inner {
     streams: Mutex<Option<Arc<super::stream::StreamHost>>>,
 }
 
+/// Why a PIN typed on the host did not reach a pairing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinError {
+    /// The gate refused it (format, or nothing waiting).
+    #[error(transparent)]
+    Refused(#[from] punktfunk_gamestream::pairing_gate::PinRefused),
+    /// The client that asked for it went away meanwhile.
+    #[error("the pairing client went away")]
+    ClientGone,
+}
+
 /// A running GameStream host (nvhttp).
 #[derive(Clone)]
 pub struct GameStream {
@@ -249,17 +261,12 @@ impl GameStream {
     }
 
     /// Hands the PIN the user typed to the pairing that waits for it.
-    pub fn submit_pin(&self, pin: &str) -> Result<(), String> {
+    pub fn submit_pin(&self, pin: &str) -> Result<(), PinError> {
         let mut st = self.inner.lock();
-        let ticket = st
-            .pairing
-            .submit_pin(Instant::now(), pin)
-            .map_err(|e| e.to_string())?;
+        let ticket = st.pairing.submit_pin(Instant::now(), pin)?;
         match st.pin_tx.take_if(|(t, _)| *t == ticket) {
-            Some((_, tx)) => tx
-                .send(())
-                .map_err(|()| "the pairing client went away".to_string()),
-            None => Err("the pairing client went away".into()),
+            Some((_, tx)) => tx.send(()).map_err(|()| PinError::ClientGone),
+            None => Err(PinError::ClientGone),
         }
     }
 

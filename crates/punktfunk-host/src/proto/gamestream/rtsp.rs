@@ -49,7 +49,7 @@ struct Inner {
 
 impl Inner {
     fn setup(&self) -> std::sync::MutexGuard<'_, RtspSetup> {
-        self.setup.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.setup)
     }
 }
 

@@ -73,25 +73,19 @@ impl DataPlane {
     /// Starts accepting probes for `session_id`; returns its destination handle.
     pub fn register(&self, session_id: u64, opener: Opener) -> Destination {
         let dest: Destination = Arc::default();
-        self.routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                session_id,
-                Route {
-                    opener,
-                    dest: dest.clone(),
-                },
-            );
+        crate::lock(&self.routes).insert(
+            session_id,
+            Route {
+                opener,
+                dest: dest.clone(),
+            },
+        );
         dest
     }
 
     /// Stops routing for `session_id`.
     pub fn unregister(&self, session_id: u64) {
-        self.routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&session_id);
+        crate::lock(&self.routes).remove(&session_id);
     }
 
     /// Datagrams dropped because they were not authentic probes of a live session.
@@ -120,14 +114,14 @@ fn receive(
         if sock.recv_batch(&mut batch).is_err() {
             continue;
         }
-        let mut routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = crate::lock(routes);
         for (from, d) in batch.iter_mut() {
             let route = probe::session_id(d).and_then(|id| routes.get_mut(&id));
             let authentic =
                 route.and_then(|r| probe::verify(&mut r.opener, d).is_ok().then_some(r));
             match authentic {
                 Some(r) => {
-                    let mut dest = r.dest.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut dest = crate::lock(&r.dest);
                     if *dest != Some(from) {
                         tracing::info!(%from, "client data address confirmed by probe");
                         *dest = Some(from);
