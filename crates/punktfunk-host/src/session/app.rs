@@ -245,6 +245,64 @@ mod tests {
         assert!(!app.running());
     }
 
+    /// An output that notes, when it is removed, whether the app's process still exists.
+    struct Watched {
+        pid: Arc<Mutex<Option<u32>>>,
+        removed_while_app_alive: Arc<Mutex<Option<bool>>>,
+    }
+
+    impl Output for Watched {
+        fn backend(&self) -> punktfunk_desktop::DisplayBackend {
+            punktfunk_desktop::DisplayBackend::Existing
+        }
+        fn name(&self) -> &str {
+            "watched"
+        }
+        fn mode(&self) -> Mode {
+            Mode::new(640, 360, 30)
+        }
+        fn set_mode(&mut self, _: Mode) -> Result<(), punktfunk_desktop::DisplayError> {
+            Ok(())
+        }
+        fn capture_target(&self) -> punktfunk_desktop::CaptureTarget {
+            punktfunk_desktop::CaptureTarget::Desktop
+        }
+        fn launch_env(&self) -> Vec<(String, String)> {
+            Vec::new()
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            let pid = crate::lock(&self.pid).expect("the app was started");
+            *crate::lock(&self.removed_while_app_alive) = Some(alive(pid));
+        }
+    }
+
+    #[test]
+    fn the_output_is_removed_only_after_the_app_is_gone() {
+        let pid = Arc::new(Mutex::new(None));
+        let seen = Arc::new(Mutex::new(None));
+        let out: OutputHandle = Arc::new(Mutex::new(Box::new(Watched {
+            pid: pid.clone(),
+            removed_while_app_alive: seen.clone(),
+        })));
+        let cmd = ["sleep".to_string(), "30".into()];
+        let app = AppSession::launch("sleeper", Some(&cmd), out, Box::new(|_| {})).unwrap();
+        *crate::lock(&pid) = app.pid();
+        assert_eq!(
+            *crate::lock(&seen),
+            None,
+            "the output exists while the app runs"
+        );
+        drop(app);
+        assert_eq!(
+            *crate::lock(&seen),
+            Some(false),
+            "removed after the app was reaped"
+        );
+    }
+
     #[test]
     fn an_app_that_exits_is_reported_once_by_its_watcher() {
         let (tx, rx) = std::sync::mpsc::channel();
