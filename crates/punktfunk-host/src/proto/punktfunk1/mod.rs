@@ -103,7 +103,7 @@ pub(crate) async fn connection(
     };
     let ticket = ticket.expect("a refused handshake never completes");
     tracing::info!(
-        %remote, client = %hello.client_name, session = welcome.session_id, codec = %welcome.codec,
+        %remote, client = %hello.client_name, session = format!("{:016x}", welcome.session_id), codec = %welcome.codec,
         mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps, fec_percent = welcome.fec_percent,
         "session established"
     );
