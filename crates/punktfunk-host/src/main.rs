@@ -21,8 +21,9 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Log filter (e.g. info, debug, punktfunk_host=debug). Also read from RUST_LOG.
-    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
-    log: String,
+    /// [default: info; warn for doctor, whose report says the same]
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +33,9 @@ enum Command {
     /// Listen for clients and stream to each (sessions back to back or concurrently). Settings
     /// come from host.toml in the config directory; a flag given here overrides the file.
     Serve(Box<ServeArgs>),
+    /// Report what this machine offers (desktop, capture, input and audio backends, encoders)
+    /// and whether the configured ports are free; exits 0 when `serve` could stream, 2 when not.
+    Doctor(Box<DoctorArgs>),
     /// Print the host certificate's SHA-256 fingerprint (creating the identity if needed), for
     /// clients to pin with `--pin`.
     Fingerprint,
@@ -68,10 +72,25 @@ struct ServeArgs {
     print_config: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    flags: ServeFlags,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Doctor(_) => "warn",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default_log))
+        })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -87,6 +106,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `doctor`'s status when a stream could not start (1 stays "the command failed").
+const NOT_READY: u8 = 2;
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let paths = ConfigPaths::resolve(cli.config_dir, cli.config)?;
@@ -145,6 +167,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .build()
                 .context("starting the runtime")?;
             rt.block_on(serve(cfg.serve))?;
+        }
+        Command::Doctor(a) => {
+            let cfg = config::load(&paths, &a.flags)?;
+            let report = punktfunk_host::doctor::examine(
+                &cfg.serve,
+                cfg.file.clone(),
+                punktfunk_desktop::DesktopEnv::from_env(),
+            );
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ready {
+                return Ok(ExitCode::from(NOT_READY));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ fn help_explains_the_subcommands() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(
-        text.contains("serve") && text.contains("fingerprint"),
+        text.contains("serve") && text.contains("fingerprint") && text.contains("doctor"),
         "{text}"
     );
     let out = host().args(["serve", "--help"]).output().unwrap();
@@ -72,6 +72,10 @@ fn bad_flags_are_clear_errors() {
         (
             vec!["serve", "--gamestream-fec", "300"],
             "--gamestream-fec: 300 is above 255 %",
+        ),
+        (
+            vec!["doctor", "--display", "weston"],
+            "--display: unknown display backend \"weston\"",
         ),
     ] {
         let out = host()
