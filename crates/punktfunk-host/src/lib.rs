@@ -1,5 +1,8 @@
 //! punktfunk-host: the streaming host.
 //!
+//! - [`config`]: defaults, `host.toml` and flags merged and validated once into the serve
+//!   configuration.
+//! - [`doctor`]: what this machine offers and whether a stream could start here.
 //! - [`caps`]: what this machine offers (encoders, desktop backends), probed once at start.
 //! - [`plan`]: a protocol-neutral stream request → the session plan with its reasons.
 //! - [`session`]: the session that owns the plan and everything built from it (video, input,
@@ -13,7 +16,9 @@
 
 pub mod aids;
 pub mod caps;
+pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod mdns;
 pub mod net;
 pub mod plan;

@@ -2,34 +2,40 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use punktfunk_core::control::{Codec, Mode};
-use punktfunk_core::crypto::CipherSuite;
-use punktfunk_host::plan::DesktopPrefs;
+use punktfunk_host::config::{self, ConfigPaths, ServeFlags};
 use punktfunk_host::proto::gamestream::clients::ClientStore;
-use punktfunk_host::serve::{serve, GameStreamOptions, ServeConfig};
-use std::net::SocketAddr;
+use punktfunk_host::serve::serve;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::ExitCode;
 
 /// punktfunk streaming host: serves punktfunk/1 clients over QUIC with encoded video on an
 /// encrypted, FEC-protected UDP data plane.
 #[derive(Debug, Parser)]
 #[command(name = "punktfunk-host", version)]
 struct Cli {
-    /// Directory for the host identity (default: $XDG_CONFIG_HOME/punktfunk or ~/.config/punktfunk).
+    /// Directory for the host identity, paired clients, apps.toml and host.toml (default:
+    /// $XDG_CONFIG_HOME/punktfunk or ~/.config/punktfunk).
     #[arg(long, global = true, value_name = "DIR")]
     config_dir: Option<PathBuf>,
+    /// Configuration file to read instead of host.toml in the config directory (it must exist).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Log filter (e.g. info, debug, punktfunk_host=debug). Also read from RUST_LOG.
-    #[arg(long, global = true, default_value = "info")]
-    log: String,
+    /// [default: info; warn for doctor, whose report says the same]
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Listen for clients and stream to each (sessions back to back or concurrently).
+    /// Listen for clients and stream to each (sessions back to back or concurrently). Settings
+    /// come from host.toml in the config directory; a flag given here overrides the file.
     Serve(Box<ServeArgs>),
+    /// Report what this machine offers (desktop, capture, input and audio backends, encoders)
+    /// and whether the configured ports are free; exits 0 when `serve` could stream, 2 when not.
+    Doctor(Box<DoctorArgs>),
     /// Print the host certificate's SHA-256 fingerprint (creating the identity if needed), for
     /// clients to pin with `--pin`.
     Fingerprint,
@@ -58,235 +64,33 @@ enum ClientsAction {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// QUIC control-plane address.
-    #[arg(long, default_value = "0.0.0.0:47800")]
-    listen: SocketAddr,
-    /// Data-plane UDP port (default: the QUIC port + 1; 0 = any free port).
+    #[command(flatten)]
+    flags: ServeFlags,
+    /// Print the effective configuration (defaults, then the file, then these flags) as a
+    /// host.toml and exit without binding anything.
     #[arg(long)]
-    data_port: Option<u16>,
-    /// Most sessions at once; further clients are refused as busy.
-    #[arg(long, default_value_t = 4)]
-    max_sessions: usize,
-    /// Exit after this many sessions have ended (default: serve forever).
-    #[arg(long, value_name = "N")]
-    sessions: Option<usize>,
-    /// Seconds a client has to complete the handshake.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    handshake_timeout: f64,
-    /// Codecs offered, in preference order (h264, hevc, av1).
-    #[arg(long, value_delimiter = ',', default_value = "h264,hevc,av1")]
-    codecs: Vec<String>,
-    /// Largest mode served, WIDTHxHEIGHT@FPS.
-    #[arg(long, default_value = "3840x2160@240")]
-    max_mode: String,
-    /// Bitrate when the client asks for none, kbit/s.
-    #[arg(long, default_value_t = 10_000)]
-    bitrate: u32,
-    /// Highest bitrate a client may ask for, kbit/s (the lowest is 250).
-    #[arg(long, default_value_t = 150_000)]
-    max_bitrate: u32,
-    /// FEC parity percentage when the client asks for none.
-    #[arg(long, default_value_t = 20)]
-    fec: u16,
-    /// Largest shard payload in bytes (datagram = shard + 52 bytes of header and tag).
-    #[arg(long, default_value_t = 1400)]
-    shard: u16,
-    /// Packet cipher: aes128 or aes256.
-    #[arg(long, default_value = "aes128")]
-    cipher: String,
-    /// Do not try hardware encoders (NVENC, VAAPI) before software.
-    #[arg(long)]
-    no_hardware: bool,
-    /// Write each ended session's per-stage timings (render, convert, encode, send path) and the
-    /// host's CPU time per frame to this JSON file.
-    #[arg(long, value_name = "FILE")]
-    stats_json: Option<PathBuf>,
-    /// Also serve stock Moonlight clients (GameStream: nvhttp pairing and app control). Its PIN
-    /// pairing is weaker than punktfunk/1's pinned certificates; see the README.
-    #[arg(long)]
-    gamestream: bool,
-    /// GameStream HTTP port; HTTPS is this − 5, RTSP this + 21, video/control/audio + 9/10/11.
-    #[arg(long, default_value_t = 47989, value_name = "PORT")]
-    gamestream_port: u16,
-    /// FEC percentage for GameStream video (parity shards per 100 data shards; 0 = none).
-    #[arg(long, default_value_t = 20, value_name = "PERCENT")]
-    gamestream_fec: u32,
-    /// Testing aid: drop this fraction (0..1) of outgoing GameStream video datagrams, to see a
-    /// client recover through FEC.
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
-    gamestream_drop_video: f64,
-    /// Testing aid: the same for GameStream audio datagrams (data and FEC packets alike).
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
-    gamestream_drop_audio: f64,
-    /// Testing aid: answer each change of a client gamepad's triggers with rumble on that pad
-    /// (left trigger drives the low-frequency motor, right the high), to exercise the rumble
-    /// path without a game.
-    #[arg(long)]
-    gamestream_rumble_echo: bool,
-    /// Name Moonlight shows for this host (default: the machine's host name).
-    #[arg(long)]
-    name: Option<String>,
-    /// Do not advertise the host over mDNS.
-    #[arg(long)]
-    no_mdns: bool,
-    /// Virtual-display backends to try, in order (auto, or a list of sway, mutter, xorg,
-    /// existing).
-    #[arg(long, default_value = "auto", value_name = "LIST")]
-    display: String,
-    /// Capture backends to try (auto, or a list of screencopy, pipewire, xshm, testpattern).
-    #[arg(long, default_value = "auto", value_name = "LIST")]
-    capture: String,
-    /// Input injectors to try (auto, or a list of wlr, mutter, xtest, uinput, log).
-    #[arg(long, default_value = "auto", value_name = "LIST")]
-    input: String,
-    /// Audio sources to try (auto, or a list of pipewire, tone).
-    #[arg(long, default_value = "auto", value_name = "LIST")]
-    audio: String,
-    /// On a still desktop, send the last picture again after this many milliseconds without a
-    /// new one.
-    #[arg(long, default_value_t = 100, value_name = "MS")]
-    min_frame_interval: u64,
+    print_config: bool,
 }
 
-fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(d) = explicit {
-        return Ok(d);
-    }
-    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(x).join("punktfunk"));
-    }
-    let home = std::env::var_os("HOME")
-        .context("neither --config-dir, XDG_CONFIG_HOME nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".config/punktfunk"))
+#[derive(Debug, clap::Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    flags: ServeFlags,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-fn serve_config(a: ServeArgs, dir: PathBuf) -> Result<ServeConfig> {
-    let codecs = a
-        .codecs
-        .iter()
-        .map(|c| {
-            Codec::from_name(c).with_context(|| format!("unknown codec {c:?} (h264, hevc, av1)"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if codecs.is_empty() {
-        bail!("--codecs lists no codec");
-    }
-    let max_mode = Mode::parse(&a.max_mode).map_err(anyhow::Error::msg)?;
-    let suite = match a.cipher.as_str() {
-        "aes128" => CipherSuite::AES_128_GCM,
-        "aes256" => CipherSuite::AES_256_GCM,
-        other => bail!("unknown cipher {other:?} (aes128, aes256)"),
-    };
-    if !(a.handshake_timeout.is_finite() && a.handshake_timeout > 0.0) {
-        bail!("--handshake-timeout must be a positive number of seconds");
-    }
-    if a.shard < 256 || a.shard > 8900 {
-        bail!("--shard {} outside 256..=8900", a.shard);
-    }
-    if a.fec > 200 {
-        bail!("--fec {} above 200%", a.fec);
-    }
-    if a.gamestream && !(1019..=65514).contains(&a.gamestream_port) {
-        bail!(
-            "--gamestream-port {} outside 1019..=65514 (ports from it − 5 to it + 21 are used)",
-            a.gamestream_port
-        );
-    }
-    if a.gamestream_fec > 255 {
-        bail!("--gamestream-fec {} above 255 %", a.gamestream_fec);
-    }
-    for (name, v) in [
-        ("video", a.gamestream_drop_video),
-        ("audio", a.gamestream_drop_audio),
-    ] {
-        if !(0.0..1.0).contains(&v) {
-            bail!("--gamestream-drop-{name} must be in 0..1");
-        }
-    }
-    if a.max_sessions == 0 {
-        bail!("--max-sessions must be at least 1");
-    }
-    let min_rate = 250.min(a.max_bitrate);
-    let mut data = a.listen;
-    data.set_port(match a.data_port {
-        Some(p) => p,
-        None if a.listen.port() == 0 => 0,
-        None => a
-            .listen
-            .port()
-            .checked_add(1)
-            .context("--listen port 65535 leaves no room for the data port; give --data-port")?,
-    });
-    Ok(ServeConfig {
-        listen: a.listen,
-        data,
-        config_dir: dir,
-        max_sessions: a.max_sessions,
-        session_limit: a.sessions,
-        handshake_timeout: Duration::from_secs_f64(a.handshake_timeout),
-        codecs,
-        max_mode,
-        default_bitrate_kbps: a.bitrate.clamp(min_rate, a.max_bitrate),
-        bitrate_range_kbps: (min_rate, a.max_bitrate),
-        fec_percent: a.fec,
-        shard_len: a.shard,
-        suite,
-        prefer_hardware: !a.no_hardware,
-        stats_json: a.stats_json,
-        gamestream: a.gamestream.then(|| GameStreamOptions {
-            base_port: a.gamestream_port,
-            hostname: a.name.clone().unwrap_or_else(machine_name),
-            fec_percent: a.gamestream_fec,
-            aids: punktfunk_host::proto::gamestream::stream::TestAids {
-                drop_video: a.gamestream_drop_video,
-                drop_audio: a.gamestream_drop_audio,
-                rumble_echo: a.gamestream_rumble_echo,
-            },
-            max_mode,
-        }),
-        mdns: !a.no_mdns,
-        desktop: desktop_prefs(
-            &a.display,
-            &a.capture,
-            &a.input,
-            &a.audio,
-            a.min_frame_interval,
-        )?,
-    })
-}
-
-fn desktop_prefs(
-    display: &str,
-    capture: &str,
-    input: &str,
-    audio: &str,
-    min_frame_interval_ms: u64,
-) -> Result<DesktopPrefs> {
-    use punktfunk_desktop::probe::parse_preference;
-    if !(1..=10_000).contains(&min_frame_interval_ms) {
-        bail!("--min-frame-interval {min_frame_interval_ms} outside 1..=10000 ms");
-    }
-    Ok(DesktopPrefs {
-        display: parse_preference(display).map_err(anyhow::Error::msg)?,
-        capture: parse_preference(capture).map_err(anyhow::Error::msg)?,
-        input: parse_preference(input).map_err(anyhow::Error::msg)?,
-        audio: parse_preference(audio).map_err(anyhow::Error::msg)?,
-        min_frame_interval: Duration::from_millis(min_frame_interval_ms),
-    })
-}
-
-fn machine_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "punktfunk".into())
-}
-
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Doctor(_) => "warn",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default_log))
+        })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -295,21 +99,24 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("punktfunk-host: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let dir = config_dir(cli.config_dir)?;
+/// `doctor`'s status when a stream could not start (1 stays "the command failed").
+const NOT_READY: u8 = 2;
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let paths = ConfigPaths::resolve(cli.config_dir, cli.config)?;
+    let dir = paths.dir.clone();
     match cli.command {
         Command::Fingerprint => {
             let (id, _) = punktfunk_quic::Identity::load_or_create(&dir.join("host"))?;
             println!("{}", id.fingerprint());
-            Ok(())
         }
         Command::Pin { pin } => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -317,10 +124,7 @@ fn run(cli: Cli) -> Result<()> {
                 .build()?;
             let answer = rt.block_on(punktfunk_host::control::send(&dir, &format!("pin {pin}")))?;
             match answer.strip_prefix("error: ") {
-                None if answer == "ok" => {
-                    println!("PIN sent; the client finishes pairing now");
-                    Ok(())
-                }
+                None if answer == "ok" => println!("PIN sent; the client finishes pairing now"),
                 Some(e) => bail!("{e}"),
                 None => bail!("unexpected answer from the host: {answer:?}"),
             }
@@ -339,13 +143,9 @@ fn run(cli: Cli) -> Result<()> {
                             c.id, c.name, c.paired_at, c.fingerprint
                         );
                     }
-                    Ok(())
                 }
                 ClientsAction::Remove { id } => match store.remove(&id)? {
-                    Some(c) => {
-                        println!("removed {} ({})", c.id, c.name);
-                        Ok(())
-                    }
+                    Some(c) => println!("removed {} ({})", c.id, c.name),
                     None => {
                         bail!("no paired client with id {id:?} (see `punktfunk-host clients list`)")
                     }
@@ -353,13 +153,37 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Serve(a) => {
-            let cfg = serve_config(*a, dir)?;
+            let cfg = config::load(&paths, &a.flags)?;
+            if a.print_config {
+                print!("{}", cfg.to_toml());
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(f) = &cfg.file {
+                tracing::info!(file = %f.display(), "configuration read");
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            rt.block_on(serve(cfg))
+            rt.block_on(serve(cfg.serve))?;
+        }
+        Command::Doctor(a) => {
+            let cfg = config::load(&paths, &a.flags)?;
+            let report = punktfunk_host::doctor::examine(
+                &cfg.serve,
+                cfg.file.clone(),
+                punktfunk_desktop::DesktopEnv::from_env(),
+            );
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ready {
+                return Ok(ExitCode::from(NOT_READY));
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

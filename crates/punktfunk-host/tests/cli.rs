@@ -12,7 +12,7 @@ fn help_explains_the_subcommands() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(
-        text.contains("serve") && text.contains("fingerprint"),
+        text.contains("serve") && text.contains("fingerprint") && text.contains("doctor"),
         "{text}"
     );
     let out = host().args(["serve", "--help"]).output().unwrap();
@@ -25,6 +25,9 @@ fn help_explains_the_subcommands() {
         "--codecs",
         "--bitrate",
         "--fec",
+        "--print-config",
+        "--config",
+        "--no-gamestream",
     ] {
         assert!(text.contains(flag), "{flag} missing from serve --help");
     }
@@ -66,6 +69,14 @@ fn bad_flags_are_clear_errors() {
         (vec!["serve", "--cipher", "rot13"], "unknown cipher"),
         (vec!["serve", "--max-sessions", "0"], "--max-sessions"),
         (vec!["serve", "--shard", "100"], "--shard"),
+        (
+            vec!["serve", "--gamestream-fec", "300"],
+            "--gamestream-fec: 300 is above 255 %",
+        ),
+        (
+            vec!["doctor", "--display", "weston"],
+            "--display: unknown display backend \"weston\"",
+        ),
     ] {
         let out = host()
             .args(["--config-dir", dir.path().to_str().unwrap()])
