@@ -84,7 +84,15 @@ impl Host {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        assert!(line.contains("listening"), "{line}");
+        if !line.contains("listening") {
+            // The host gave up before listening: say why.
+            let status = child.wait().unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "the host did not start ({status}): {line}\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
         // Keep draining stdout (pairing prompts) so the host never blocks on a full pipe.
         std::thread::spawn(move || for _ in out.lines() {});
         Host {
