@@ -320,6 +320,9 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
     stop.store(true, Ordering::Relaxed);
     let streamed = data.map(DataPlane::join).transpose();
     conn.close(0u32.into(), b"done");
+    // Let the close reach the host before the process exits; otherwise the host learns of the
+    // end only when it stops waiting.
+    let _ = tokio::time::timeout(Duration::from_secs(1), connected.endpoint.wait_idle()).await;
     let (ended, streamed) = (ended?, streamed?);
     let Some((rstats, seconds)) = streamed else {
         bail!("the session ended before streaming began: {ended}");

@@ -407,6 +407,89 @@ fn a_changed_host_identity_is_refused_with_advice() {
     );
 }
 
+/// Sends SIGTERM to `child` and waits up to `secs` for it to exit.
+fn terminate(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(killed.success(), "kill -TERM failed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running {secs} s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_mid_stream_ends_the_session_with_a_shutdown_bye_and_the_host_exits_cleanly() {
+    let _serial = serial();
+    // No session limit: only the signal can make this host stop.
+    let mut host = start_host(&[]);
+    let cfg = tempfile::tempdir().unwrap();
+    let mut c = Command::new(client_bin())
+        .args([
+            "--config-dir",
+            cfg.path().to_str().unwrap(),
+            "--log",
+            "info",
+            "connect",
+            &host.quic.to_string(),
+            "--json",
+            "--pin",
+            &host.fingerprint,
+            "--mode",
+            "320x180@30",
+            "--seconds",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The client's log, read on a thread so the test sees when the session is up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = BufReader::new(c.stderr.take().unwrap());
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in err.lines().map_while(Result::ok) {
+            if line.contains("session established") {
+                let _ = tx.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the session is established");
+    // Let video flow for a while before the host is stopped.
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = terminate(&mut host.child, 10);
+    assert_eq!(status.code(), Some(0), "host exit: {status}");
+    let out = c.wait_with_output().unwrap();
+    let stderr = log.join().unwrap();
+    assert!(out.status.success(), "client: {}\n{stderr}", out.status);
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let end = rep["end"].as_str().unwrap_or_default();
+    assert!(
+        end.starts_with("host ended the session (shutdown)"),
+        "{end:?}: {rep}\n{stderr}"
+    );
+    assert!(n(&rep, "frames_decoded") > 10, "video flowed: {rep}");
+    assert_eq!(n(&rep, "frames_corrupt"), 0, "{rep}");
+    assert!(
+        rep["seconds"].as_f64().unwrap() < 30.0,
+        "the host's end, not the client's 60 s: {rep}"
+    );
+}
+
 #[test]
 fn bad_flags_are_clear_errors() {
     let _serial = serial();

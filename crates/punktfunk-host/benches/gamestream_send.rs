@@ -1,13 +1,20 @@
-//! GameStream send path per frame at 1080p60, 20 Mbit/s: SEI strip + packetize + FEC + AES-GCM +
-//! send, on x264 frames of the test pattern, to a receiver that drains its socket without GRO
-//! (like Moonlight).
+//! Send path per frame at 1080p60, 20 Mbit/s, through the sinks the host ships: GameStream's
+//! [`VideoSink`] (SEI strip, §7 packetization, FEC, AES-GCM, paced batched sends) and
+//! punktfunk/1's [`DataPlaneSink`] (the core's packetizer, FEC and sealing, one batched send),
+//! fed x264 frames of the test pattern, to a receiver that drains its socket without GRO (like
+//! Moonlight).
+//!
+//! The GameStream sink runs with the plan the host resolves for a Moonlight ANNOUNCE of
+//! 1920x1080 at 60 fps, 20 Mbit/s, packet size 1392, with the host's 20 % FEC and video
+//! encryption on; the punktfunk/1 sink with the `Welcome` a handshake gives for the same mode
+//! (shards of 1392 bytes, 20 % FEC, AES-128-GCM). Each sink measures itself, as it does in the
+//! host (the `send_path_ms` and `send_path_cpu_ms` of a session's stats): CPU time of the sending
+//! thread and wall time, packetizing through the last send. Printed as p50/p99 beside a baseline
+//! from the same run: the same frames copied into datagrams and sent with neither FEC nor
+//! encryption (the floor any packetizer pays). Target: p99 < 0.2 ms.
 //!
 //! By default the frames are sent as the host sends them: the thread that encodes a frame
-//! (render, colour conversion, x264 at 1080p60 20 Mbit/s, paced at 60 fps) packetizes and sends
-//! it right after encoding. Prints p50/p99 of that thread's CPU time and wall time for the send
-//! step, beside a baseline measured in the same run: the same frames copied into datagrams and
-//! sent with neither FEC nor encryption (the floor any packetizer pays), and the punktfunk/1
-//! send path on the same frames. Target: p99 < 0.2 ms.
+//! (render, colour conversion, x264, paced at 60 fps) hands it to the sink right after encoding.
 //!
 //! Two receivers, each with all three paths:
 //! - **loopback**: the sending thread also runs the receiver's network stack (the kernel
@@ -18,35 +25,43 @@
 //!   and the receiving stack runs on another thread. Needs root, `ip` and `ethtool`
 //!   (`scripts/install-deps.sh`); without them the rows are skipped with the reason.
 //!
+//! Before them, the GameStream sink in a hot loop into a socket stand-in that discards: its
+//! cost without the kernel, with FEC and encryption switched off and on in the plan.
+//!
 //! The stream is shaped like the host's: one IDR, then P-frames (the encoder runs an infinite
 //! GOP; further IDRs come only when a client asks).
 //!
 //! `cargo bench -p punktfunk-host --bench gamestream_send` (`-- --frames N` to change the count;
-//! `-- --handover` sends from a second thread that receives each frame from the encoding thread
-//! through a bounded queue and sleeps in between — the host's earlier design, kept to show why
-//! it was left; `-- --handover --spin` makes that thread spin instead of sleeping, which
-//! separates the cost of the work from the cost of a core waking from idle).
+//! `-- --handover` gives each frame to a second thread that owns the sink, through a bounded
+//! queue, and sleeps in between — the host's earlier design, kept to show why it was left;
+//! `-- --handover --spin` makes that thread spin instead of sleeping, which separates the cost
+//! of the work from the cost of a core waking from idle).
 
-use punktfunk_core::control::Codec;
-use punktfunk_core::crypto::{packet_key, CipherSuite};
-use punktfunk_core::fec::FecPolicy;
-use punktfunk_core::packetizer::{
-    FrameMeta, PacketBatch, PacketizerConfig, STREAM_MIN_DATA_SHARDS, STREAM_MIN_SHARD_LEN,
-};
-use punktfunk_core::session::SendSession;
-use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
-use punktfunk_host::session::video::thread_cpu_us;
+use punktfunk_core::control::{Codec, DirectionKey, Mode, Welcome, PROTOCOL_VERSION};
+use punktfunk_core::crypto::CipherSuite;
+use punktfunk_core::fec::FecCode;
+use punktfunk_gamestream::plan::{HostAbilities, SessionPlan};
+use punktfunk_gamestream::rtsp::StreamConfig;
+use punktfunk_host::aids::DatagramOut;
+use punktfunk_host::proto::gamestream::stream::VideoSink;
+use punktfunk_host::proto::punktfunk1::dataplane::Destination;
+use punktfunk_host::proto::punktfunk1::DataPlaneSink;
+use punktfunk_host::session::video::{thread_cpu_us, Encoded, FrameSink, SinkTimes, VideoError};
+use punktfunk_host::session::Counters;
 use punktfunk_media::{
     open_encoder, BgraFrame, Converter, Encoder, EncoderConfig, TestPattern, YuvFrame,
 };
 use punktfunk_net::UdpSocket;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-const PACKET_SIZE: usize = 1392; // what Moonlight announces on a LAN (1024 when "remote")
+/// What Moonlight announces on a LAN (1024 when "remote").
+const PACKET_SIZE: u32 = 1392;
+/// The video key of the benchmark's sessions.
+const KEY: [u8; 16] = [7; 16];
 
 /// A network namespace holding the far end of a veth pair (removed on drop).
 struct VethNamespace {
@@ -159,7 +174,7 @@ fn spawn_receiver(
             VethNamespace::enter(n);
         }
         let sock = std::net::UdpSocket::bind(bind).expect("receiver socket");
-        sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         tx.send(sock.local_addr().unwrap()).unwrap();
         let mut buf = vec![0u8; 2048];
@@ -170,14 +185,82 @@ fn spawn_receiver(
     (rx.recv().expect("receiver bound"), handle)
 }
 
-/// The host's H.264 encoder at 60 fps and 20 Mbit/s, one slice.
-fn encoder(w: u32, h: u32) -> Box<dyn Encoder> {
+/// The plan the host resolves for a Moonlight ANNOUNCE of 1080p60 at 20 Mbit/s, packet size
+/// 1392, with video encryption, under the host's 20 % FEC.
+fn gamestream_plan() -> SessionPlan {
+    let mut body = String::from("v=0\r\ns=NVIDIA Streaming Client\r\n");
+    for (k, v) in [
+        ("x-ss-general.encryptionEnabled", "7"),
+        ("x-nv-video[0].clientViewportWd", "1920"),
+        ("x-nv-video[0].clientViewportHt", "1080"),
+        ("x-nv-video[0].maxFPS", "60"),
+        ("x-nv-video[0].packetSize", "1392"),
+        ("x-nv-vqos[0].bw.maximumBitrateKbps", "20000"),
+        ("x-nv-general.featureFlags", "167"),
+        ("x-nv-general.useReliableUdp", "13"),
+        ("x-nv-vqos[0].fec.minRequiredFecPackets", "2"),
+        ("x-nv-video[0].videoEncoderSlicesPerFrame", "1"),
+        ("x-nv-vqos[0].bitStreamFormat", "0"),
+        ("x-nv-video[0].maxNumReferenceFrames", "1"),
+        ("x-nv-audio.surround.numChannels", "2"),
+        ("x-nv-audio.surround.channelMask", "3"),
+        ("x-nv-audio.surround.AudioQuality", "0"),
+        ("x-nv-aqos.packetDuration", "5"),
+    ] {
+        body += &format!("a={k}:{v} \r\n");
+    }
+    let cfg = StreamConfig::from_announce(body.as_bytes()).expect("ANNOUNCE parses");
+    let host = HostAbilities {
+        hevc: false,
+        av1: false,
+        fec_percent: 20,
+    };
+    let plan = SessionPlan::resolve(&cfg, &host, false).expect("the host serves this stream");
+    assert_eq!(
+        (plan.width, plan.height, plan.fps, plan.bitrate_kbps),
+        (1920, 1080, 60, 20_000)
+    );
+    assert_eq!(
+        (plan.packet_size, plan.fec_percent, plan.video_encrypted),
+        (PACKET_SIZE, 20, true)
+    );
+    plan
+}
+
+/// What a punktfunk/1 handshake agrees on for the same stream.
+fn welcome() -> Welcome {
+    Welcome {
+        version: PROTOCOL_VERSION,
+        session_id: 1,
+        codec: Codec::H264,
+        mode: Mode::new(1920, 1080, 60),
+        bitrate_kbps: 20_000,
+        fec_percent: 20,
+        fec_min_parity: 2,
+        fec_max_parity: 1024,
+        fec_small_code: FecCode::GF8_CAUCHY,
+        shard_len: PACKET_SIZE as u16,
+        suite: CipherSuite::AES_128_GCM,
+        host_to_client: DirectionKey {
+            key: vec![1; 16],
+            salt: [2; 12],
+        },
+        client_to_host: DirectionKey {
+            key: vec![3; 16],
+            salt: [4; 12],
+        },
+        data_port: 0,
+    }
+}
+
+/// The host's H.264 encoder for `plan`'s mode and bitrate, one slice.
+fn encoder(plan: &SessionPlan) -> Box<dyn Encoder> {
     open_encoder(&EncoderConfig {
         codec: Codec::H264,
-        width: w,
-        height: h,
-        fps: 60,
-        bitrate_kbps: 20_000,
+        width: plan.width,
+        height: plan.height,
+        fps: plan.fps,
+        bitrate_kbps: plan.bitrate_kbps,
         prefer_hardware: false,
         slices: 1,
         colour: Default::default(),
@@ -195,7 +278,8 @@ fn pct(v: &mut [u64], p: f64) -> u64 {
 enum Delivery {
     /// The encoding thread sends each frame itself (the host).
     Inline,
-    /// A second thread receives frames through a queue, sleeping (or spinning) in between.
+    /// A second thread owns the sink and receives frames through a queue, sleeping (or
+    /// spinning) in between.
     Handover { spin: bool },
 }
 
@@ -207,12 +291,6 @@ enum Path {
     GameStream,
 }
 
-/// One encoded frame.
-struct Frame {
-    data: Vec<u8>,
-    keyframe: bool,
-}
-
 /// The host's source and encoder: test pattern, colour conversion, x264.
 struct LiveEncoder {
     enc: Box<dyn Encoder>,
@@ -221,21 +299,25 @@ struct LiveEncoder {
     bgra: BgraFrame,
     yuv: YuvFrame,
     n: u32,
+    epoch: Instant,
 }
 
 impl LiveEncoder {
-    fn new(w: u32, h: u32) -> LiveEncoder {
+    fn new(plan: &SessionPlan, epoch: Instant) -> LiveEncoder {
+        let (w, h) = (plan.width, plan.height);
         LiveEncoder {
-            enc: encoder(w, h),
+            enc: encoder(plan),
             pattern: TestPattern::new(w, h),
             conv: Converter::new(w, h).unwrap(),
             bgra: BgraFrame::new(w, h),
             yuv: YuvFrame::default(),
             n: 0,
+            epoch,
         }
     }
 
-    fn next(&mut self) -> Option<Frame> {
+    fn next(&mut self) -> Option<Encoded> {
+        let captured = Instant::now();
         self.pattern.render(self.n, 0, &mut self.bgra);
         self.conv.convert(&self.bgra, &mut self.yuv).unwrap();
         let f = self
@@ -243,135 +325,120 @@ impl LiveEncoder {
             .encode(&self.yuv, i64::from(self.n), self.n == 0)
             .unwrap();
         self.n += 1;
-        f.map(|f| Frame {
+        f.map(|f| Encoded {
             data: f.data,
             keyframe: f.keyframe,
+            capture_us: captured.duration_since(self.epoch).as_micros() as u64,
+            before_requested_keyframe: false,
         })
     }
 }
 
-/// Per-frame figures of one run, µs.
+/// The floor: the frame's bytes copied into whole datagrams and sent in bursts of 64, no FEC,
+/// no encryption, timed like the shipped sinks time themselves.
+struct CopySink {
+    tx: Arc<UdpSocket>,
+    to: SocketAddr,
+    out: Vec<u8>,
+}
+
+impl FrameSink for CopySink {
+    fn deliver(&mut self, f: Encoded, times: &mut SinkTimes) -> Result<bool, VideoError> {
+        let wall = Instant::now();
+        let cpu = thread_cpu_us();
+        let size = PACKET_SIZE as usize;
+        let d = size + 16;
+        self.out.clear();
+        for chunk in f.data.chunks(size - 16) {
+            let start = self.out.len();
+            self.out.resize(start + d, 0);
+            self.out[start + 32..start + 32 + chunk.len()].copy_from_slice(chunk);
+        }
+        for burst in self.out.chunks(64 * d) {
+            let _ = self.tx.send_batch(self.to, burst, d);
+        }
+        times.send_cpu_us = thread_cpu_us().saturating_sub(cpu) as u32;
+        times.send_us = wall.elapsed().as_micros() as u32;
+        Ok(true)
+    }
+}
+
+/// A socket stand-in that counts the datagrams it is given and sends nothing.
+struct Discard(Arc<AtomicU64>);
+
+impl DatagramOut for Discard {
+    fn send_batch(&mut self, _: SocketAddr, bytes: &[u8], segment: usize) -> std::io::Result<()> {
+        self.0
+            .fetch_add((bytes.len() / segment) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The shipped GameStream sink for `plan`, sending through `out` to `to`.
+fn video_sink(plan: &SessionPlan, out: Box<dyn DatagramOut>, to: SocketAddr) -> VideoSink {
+    let dest: Destination = Arc::new(Mutex::new(Some(to)));
+    VideoSink::new(
+        plan,
+        plan.video_encrypted.then_some(&KEY),
+        out,
+        dest,
+        Arc::new(Counters::default()),
+        Arc::new(AtomicBool::new(false)),
+        Instant::now(),
+    )
+    .expect("the plan's packet size is valid")
+}
+
+/// The sink of `path`, sending from `tx` to `to`.
+fn sink(path: Path, plan: &SessionPlan, tx: &Arc<UdpSocket>, to: SocketAddr) -> Box<dyn FrameSink> {
+    match path {
+        Path::Baseline => Box::new(CopySink {
+            tx: tx.clone(),
+            to,
+            out: Vec::new(),
+        }),
+        Path::Punktfunk1 => Box::new(
+            DataPlaneSink::new(&welcome(), tx.clone(), Arc::new(Mutex::new(Some(to))))
+                .expect("the welcome's cipher opens"),
+        ),
+        Path::GameStream => Box::new(video_sink(plan, Box::new(tx.clone()), to)),
+    }
+}
+
+/// Per-frame figures of one run, µs, as the sink measured them.
 #[derive(Default)]
 struct Samples {
     cpu: Vec<u64>,
     wall: Vec<u64>,
-    prep: Vec<u64>,
     bytes: usize,
 }
 
-/// The send step for one path: packetizer state and buffers.
-struct Sender<'a> {
-    path: Path,
-    pk: VideoPacketizer,
-    p1: SendSession,
-    batch: PacketBatch,
-    out: Vec<u8>,
-    tx: &'a UdpSocket,
-    to: SocketAddr,
-    n: u32,
-}
-
-impl Sender<'_> {
-    fn send(&mut self, f: &Frame, s: &mut Samples) {
-        let t = Instant::now();
-        let c = thread_cpu_us();
-        let n = self.n;
-        self.n += 1;
-        let dlen = match self.path {
-            Path::Punktfunk1 => {
-                self.p1
-                    .send_frame(
-                        &f.data,
-                        FrameMeta {
-                            timestamp_us: u64::from(n),
-                            keyframe: f.keyframe,
-                        },
-                        &mut self.batch,
-                    )
-                    .unwrap();
-                self.batch.segment_size()
-            }
-            Path::GameStream => {
-                let info = FrameInfo {
-                    index: n + 1,
-                    kind: if f.keyframe {
-                        frame_type::IDR
-                    } else {
-                        frame_type::P
-                    },
-                    rtp_timestamp: n.wrapping_mul(1500),
-                    host_latency: 0,
-                };
-                let (kept, at) = strip_leading_sei(false, &f.data);
-                self.pk
-                    .packetize_parts(&[&kept, &f.data[at..]], info, &mut self.out)
-                    .unwrap();
-                self.pk.datagram_len()
-            }
-            Path::Baseline => {
-                // The bytes copied into whole datagrams, nothing else.
-                let d = PACKET_SIZE + 16;
-                self.out.clear();
-                for chunk in f.data.chunks(PACKET_SIZE - 16) {
-                    let start = self.out.len();
-                    self.out.resize(start + d, 0);
-                    self.out[start + 32..start + 32 + chunk.len()].copy_from_slice(chunk);
-                }
-                d
-            }
-        };
-        s.prep.push(thread_cpu_us() - c);
-        let bytes = if self.path == Path::Punktfunk1 {
-            self.batch.as_bytes()
-        } else {
-            &self.out[..]
-        };
-        for burst in bytes.chunks(64 * dlen) {
-            let _ = self.tx.send_batch(self.to, burst, dlen);
-        }
-        s.cpu.push(thread_cpu_us() - c);
-        s.wall.push(t.elapsed().as_micros() as u64);
-        s.bytes += f.data.len();
+impl Samples {
+    fn deliver(&mut self, sink: &mut dyn FrameSink, f: Encoded) {
+        let len = f.data.len();
+        let mut t = SinkTimes::default();
+        assert!(
+            sink.deliver(f, &mut t).expect("the sink sends"),
+            "the sink ended"
+        );
+        self.cpu.push(u64::from(t.send_cpu_us));
+        self.wall.push(u64::from(t.send_us));
+        self.bytes += len;
     }
 }
 
-/// Encodes `frames` frames at 60 fps and sends each as `delivery` says; returns the figures.
+/// Encodes `frames` frames at 60 fps and hands each to `sink` as `delivery` says.
 fn run(
-    path: Path,
+    mut sink: Box<dyn FrameSink>,
     delivery: Delivery,
     frames: usize,
-    (w, h): (u32, u32),
-    tx: &UdpSocket,
-    to: SocketAddr,
+    plan: &SessionPlan,
 ) -> Samples {
-    let mut sender = Sender {
-        path,
-        pk: VideoPacketizer::new(PACKET_SIZE as u32, 20, 2, Some(&[7u8; 16])).unwrap(),
-        p1: SendSession::new(
-            PacketizerConfig {
-                max_shard_len: PACKET_SIZE as u16,
-                fec: FecPolicy {
-                    percent: 20,
-                    min_parity: 2,
-                    max_parity: 64,
-                },
-                min_data_shards: STREAM_MIN_DATA_SHARDS,
-                min_shard_len: STREAM_MIN_SHARD_LEN,
-                ..PacketizerConfig::default()
-            },
-            packet_key(CipherSuite::AES_128_GCM, &[1; 16], [2; 12]).unwrap(),
-        ),
-        batch: PacketBatch::new(),
-        out: Vec::new(),
-        tx,
-        to,
-        n: 0,
-    };
-    let mut s = Samples::default();
-    // The encoding side, paced at 60 fps like the host's encode loop; `each` gets every frame.
-    let encode_paced = |each: &mut dyn FnMut(Frame) -> bool| {
-        let mut live = LiveEncoder::new(w, h);
-        let interval = std::time::Duration::from_micros(16_667);
+    // The encoding side, paced at the plan's rate like the host's encode loop; `each` gets
+    // every frame.
+    let encode_paced = |each: &mut dyn FnMut(Encoded) -> bool| {
+        let mut live = LiveEncoder::new(plan, Instant::now());
+        let interval = Duration::from_secs_f64(1.0 / f64::from(plan.fps));
         let mut next = Instant::now();
         let mut sent = 0;
         while sent < frames {
@@ -390,36 +457,45 @@ fn run(
         }
     };
     match delivery {
-        Delivery::Inline => encode_paced(&mut |f| {
-            sender.send(&f, &mut s);
-            true
-        }),
-        Delivery::Handover { spin } => {
-            let (ftx, frx) = std::sync::mpsc::sync_channel::<Frame>(2);
-            std::thread::scope(|scope| {
-                scope.spawn(move || encode_paced(&mut |f| ftx.send(f).is_ok()));
-                loop {
-                    let f = if spin {
-                        match frx.try_recv() {
-                            Ok(f) => f,
-                            Err(std::sync::mpsc::TryRecvError::Empty) => {
-                                std::hint::spin_loop();
-                                continue;
-                            }
-                            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
-                        }
-                    } else {
-                        match frx.recv() {
-                            Ok(f) => f,
-                            Err(_) => break,
-                        }
-                    };
-                    sender.send(&f, &mut s);
-                }
+        Delivery::Inline => {
+            let mut s = Samples::default();
+            encode_paced(&mut |f| {
+                s.deliver(&mut *sink, f);
+                true
             });
+            s
+        }
+        Delivery::Handover { spin } => {
+            let (ftx, frx) = std::sync::mpsc::sync_channel::<Encoded>(2);
+            std::thread::scope(|scope| {
+                let sender = scope.spawn(move || {
+                    let mut s = Samples::default();
+                    loop {
+                        let f = if spin {
+                            match frx.try_recv() {
+                                Ok(f) => f,
+                                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                                    std::hint::spin_loop();
+                                    continue;
+                                }
+                                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                            }
+                        } else {
+                            match frx.recv() {
+                                Ok(f) => f,
+                                Err(_) => break,
+                            }
+                        };
+                        s.deliver(&mut *sink, f);
+                    }
+                    s
+                });
+                encode_paced(&mut |f| ftx.send(f).is_ok());
+                drop(ftx);
+                sender.join().expect("the send thread")
+            })
         }
     }
-    s
 }
 
 fn main() {
@@ -435,13 +511,19 @@ fn main() {
     } else {
         Delivery::Inline
     };
-    let (w, h) = (1920u32, 1080u32);
-    eprintln!("encoding 120 test-pattern frames at {w}x{h}, 20 Mbit/s for the hot loop ...");
-    let mut live = LiveEncoder::new(w, h);
-    let encoded: Vec<Frame> = (0..120).filter_map(|_| live.next()).collect();
+    let plan = gamestream_plan();
+    let (w, h) = (plan.width, plan.height);
+    eprintln!(
+        "encoding 120 test-pattern frames at {w}x{h}, {} kbit/s for the hot loop ...",
+        plan.bitrate_kbps
+    );
+    let mut live = LiveEncoder::new(&plan, Instant::now());
+    let encoded: Vec<Encoded> = (0..120).filter_map(|_| live.next()).collect();
     let mean = encoded.iter().map(|f| f.data.len()).sum::<usize>() / encoded.len();
     println!(
-        "GameStream send path, 1080p60 20 Mbit/s x264 frames of the test pattern, packet size {PACKET_SIZE}, {frames_arg} frames per row, {}",
+        "send path through the host's sinks, {w}x{h}@{} {} kbit/s x264 frames of the test pattern, packet size {PACKET_SIZE}, {frames_arg} frames per row, {}",
+        plan.fps,
+        plan.bitrate_kbps,
         match delivery {
             Delivery::Inline => "sent by the encoding thread right after encoding (as the host does)",
             Delivery::Handover { spin: false } =>
@@ -450,33 +532,44 @@ fn main() {
                 "handed to a send thread that spins between frames",
         }
     );
-    // The packetizer alone in a hot loop (no sends, caches warm): its cost without the socket.
-    for (label, fec_pct, key) in [
-        ("hot loop: packetize only (no FEC, plain)", 0u32, None),
-        ("hot loop: packetize + FEC 20 %", 20, None),
-        (
-            "hot loop: packetize + FEC 20 % + AES-GCM",
-            20,
-            Some(&[7u8; 16]),
-        ),
+    // The GameStream sink in a hot loop into a stand-in that discards (caches warm, no kernel).
+    let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (label, fec_percent, encrypted) in [
+        ("hot loop: GameStream sink, no FEC, plain", 0u32, false),
+        ("hot loop: GameStream sink, FEC 20 %", 20, false),
+        ("hot loop: GameStream sink, FEC 20 % + AES-GCM", 20, true),
     ] {
-        let mut pk = VideoPacketizer::new(PACKET_SIZE as u32, fec_pct, 2, key).unwrap();
-        let mut out = Vec::new();
-        let t = Instant::now();
+        let p = SessionPlan {
+            fec_percent,
+            video_encrypted: encrypted,
+            ..plan.clone()
+        };
+        let datagrams = Arc::new(AtomicU64::new(0));
+        let mut sink = video_sink(&p, Box::new(Discard(datagrams.clone())), to);
         let n = 2000;
+        let (mut cpu, mut wall) = (Vec::with_capacity(n), 0u64);
         for i in 0..n {
+            // P-frames only: the IDR would be paced (bursts of 64 with sleeps in between).
             let f = &encoded[1 + i % (encoded.len() - 1)];
-            let info = FrameInfo {
-                index: i as u32 + 1,
-                kind: frame_type::P,
-                rtp_timestamp: 0,
-                host_latency: 0,
-            };
-            pk.packetize(&f.data, info, &mut out).unwrap();
+            let mut st = SinkTimes::default();
+            sink.deliver(
+                Encoded {
+                    data: f.data.clone(),
+                    keyframe: false,
+                    capture_us: 0,
+                    before_requested_keyframe: false,
+                },
+                &mut st,
+            )
+            .unwrap();
+            cpu.push(u64::from(st.send_cpu_us));
+            wall += u64::from(st.send_us);
         }
+        let per_frame = datagrams.load(Ordering::Relaxed) as f64 / n as f64;
         println!(
-            "{label:<44} mean {:>6.3} ms per P-frame (mean {mean} B)",
-            t.elapsed().as_secs_f64() * 1000.0 / n as f64
+            "{label:<48} mean {:>6.3} ms per P-frame, cpu p99 {:>6.3} ms (mean {mean} B, {per_frame:.1} datagrams)",
+            wall as f64 / 1000.0 / n as f64,
+            pct(&mut cpu, 0.99) as f64 / 1000.0,
         );
     }
     let veth = VethNamespace::create();
@@ -492,30 +585,25 @@ fn main() {
             SocketAddr::new(far.parse().unwrap(), 0),
             stop.clone(),
         );
-        let tx = UdpSocket::bind(SocketAddr::new(near.parse().unwrap(), 0)).unwrap();
+        let tx = Arc::new(UdpSocket::bind(SocketAddr::new(near.parse().unwrap(), 0)).unwrap());
         println!(
             "receiver: {label} ({to}), sender send path {}",
             tx.send_path()
         );
         for (name, path) in [
             ("baseline: copy into datagrams + send", Path::Baseline),
-            (
-                "punktfunk/1: packetize + FEC + seal + send",
-                Path::Punktfunk1,
-            ),
-            ("GameStream: packetize + FEC + AES + send", Path::GameStream),
+            ("punktfunk/1: DataPlaneSink", Path::Punktfunk1),
+            ("GameStream: VideoSink", Path::GameStream),
         ] {
-            let mut s = run(path, delivery, frames_arg, (w, h), &tx, to);
+            let mut s = run(sink(path, &plan, &tx, to), delivery, frames_arg, &plan);
             let ms = |v: &mut Vec<u64>, p| pct(v, p) as f64 / 1000.0;
             println!(
-                "{:<52} cpu p50 {:>6.3} ms  p99 {:>6.3} ms   wall p50 {:>6.3} ms  p99 {:>6.3} ms   (before send: cpu p50 {:>6.3} ms  p99 {:>6.3} ms; mean frame {} B)",
+                "{:<48} cpu p50 {:>6.3} ms  p99 {:>6.3} ms   wall p50 {:>6.3} ms  p99 {:>6.3} ms   (mean frame {} B)",
                 format!("{label}: {name}"),
                 ms(&mut s.cpu, 0.5),
                 ms(&mut s.cpu, 0.99),
                 ms(&mut s.wall, 0.5),
                 ms(&mut s.wall, 0.99),
-                ms(&mut s.prep, 0.5),
-                ms(&mut s.prep, 0.99),
                 s.bytes / s.cpu.len().max(1),
             );
         }

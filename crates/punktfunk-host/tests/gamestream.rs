@@ -3,7 +3,9 @@
 //! client): serverinfo over HTTP and HTTPS, a complete pairing with the PIN entered through
 //! `punktfunk-host pin`, the 401 for unknown certificates, apps, box art, launch, resume and
 //! cancel, revocation with `clients remove`, persistence across a restart, and the lockout
-//! after five wrong PINs.
+//! after five wrong PINs; then streaming (RTSP, the ENet control stream, video with its
+//! keyframes, audio, input, rumble, loss), the ends of a stream, and the host stopped by SIGTERM
+//! in the middle of one.
 
 use punktfunk_gamestream::pairing::ClientPairing;
 use punktfunk_gamestream::xml::{status_of, text_of};
@@ -82,7 +84,15 @@ impl Host {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        assert!(line.contains("listening"), "{line}");
+        if !line.contains("listening") {
+            // The host gave up before listening: say why.
+            let status = child.wait().unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "the host did not start ({status}): {line}\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
         // Keep draining stdout (pairing prompts) so the host never blocks on a full pipe.
         std::thread::spawn(move || for _ in out.lines() {});
         Host {
@@ -176,13 +186,23 @@ impl Drop for Host {
     }
 }
 
-/// An `apps.toml` in `dir` with one app, "Short game" (`id`), that exits after `secs` seconds.
-fn short_game(dir: &Path, id: u32, secs: u32) {
+/// An `apps.toml` in `dir` with one app, `title` (`id`), that runs `command`.
+fn one_app(dir: &Path, id: u32, title: &str, command: &[&str]) {
+    let command = command
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     std::fs::write(
         dir.join("apps.toml"),
-        format!("[[app]]\nid = {id}\ntitle = \"Short game\"\ncommand = [\"sleep\", \"{secs}\"]\n"),
+        format!("[[app]]\nid = {id}\ntitle = {title:?}\ncommand = [{command}]\n"),
     )
     .unwrap();
+}
+
+/// An `apps.toml` in `dir` with one app, "Short game" (`id`), that exits after `secs` seconds.
+fn short_game(dir: &Path, id: u32, secs: u32) {
+    one_app(dir, id, "Short game", &["sleep", &secs.to_string()]);
 }
 
 /// GET over plain HTTP to the host's nvhttp port; returns the body.
@@ -712,6 +732,8 @@ fn announce_body(w: u32, h: u32, fps: u32, codec: u32, extra: &str) -> String {
 struct StreamRun {
     frames: Vec<u32>,
     idr_frames: u32,
+    /// Indices of the IDR frames received, in order.
+    idr_at: Vec<u32>,
     idr_requests: u32,
     stamps: Vec<u32>,
     recovered_shards: usize,
@@ -736,6 +758,18 @@ fn stream(host: &Host, frames: usize, codec: u32) -> StreamRun {
 /// [`stream`]; with `chatty == false` the client sends nothing on the control stream after
 /// start-up (ENet itself stays alive).
 fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRun {
+    stream_watching(host, frames, codec, chatty, &mut |_| true)
+}
+
+/// [`stream_with`], calling `watch` with what arrived so far on every turn of the receive loop;
+/// the client stops receiving when it returns false.
+fn stream_watching(
+    host: &Host,
+    frames: usize,
+    codec: u32,
+    chatty: bool,
+    watch: &mut dyn FnMut(&StreamRun) -> bool,
+) -> StreamRun {
     use punktfunk_media::{read_stamp_luma, Codec, Decoder};
     let mut r = Rtsp::new(host.base);
     assert_eq!(
@@ -875,7 +909,7 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
     let mut last_ping = std::time::Instant::now() - Duration::from_secs(1);
     let mut awaiting_idr = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while run.frames.len() < frames && run.termination.is_none() {
+    while run.frames.len() < frames && run.termination.is_none() && watch(&run) {
         assert!(
             std::time::Instant::now() < deadline,
             "stream stalled: {run:?}"
@@ -886,6 +920,12 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
             if tick % 5 == 1 {
                 ping_to(&vsock, video_port, tick);
                 ping_to(&asock, audio_port, tick);
+            }
+            if tick == 1 {
+                // A second start-of-stream request, right after the first ping, as a client
+                // whose video side starts after its control stream: it lands just before or
+                // just after the stream's first frame (a keyframe) and must not bring another.
+                send(&mut enet_host, 0, ctl::kind::REQUEST_IDR, &[0, 0]);
             }
             if !chatty {
                 continue;
@@ -965,6 +1005,9 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
                 assert_eq!((f.index, f.kind), (1, 2), "the first frame is IDR frame 1");
             }
             run.idr_frames += u32::from(f.kind == 2);
+            if f.kind == 2 {
+                run.idr_at.push(f.index);
+            }
             run.recovered_shards += f.recovered;
             // A gap means a frame FEC could not rebuild: like Moonlight, ask for an IDR and
             // decode nothing until it arrives (later frames reference the lost one).
@@ -974,6 +1017,12 @@ fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRu
                 send(&mut enet_host, 1, ctl::kind::REQUEST_IDR, &[0, 0]);
             }
             run.frames.push(f.index);
+            if run.frames.len() == 1 {
+                // And once more as the first frame arrives, as a client whose control stream
+                // comes up after its video has started: the host has sent a keyframe and
+                // nothing since, so this one is coalesced as well.
+                send(&mut enet_host, 0, ctl::kind::REQUEST_IDR, &[0, 0]);
+            }
             if awaiting_idr && f.kind != 2 {
                 continue;
             }
@@ -1045,6 +1094,9 @@ fn a_session_streams_video_audio_and_takes_input_then_resumes() {
         (1..=60).collect::<Vec<_>>(),
         "consecutive frames"
     );
+    // The first frame is the keyframe, and the client's start-of-stream IDR requests are
+    // coalesced with it: no second keyframe back to back (nothing was lost, nothing else asked).
+    assert_eq!(run.idr_at, [1], "one IDR, frame 1: {run:?}");
     // The stamps count the source's frames: consecutive too (the encoder dropped none).
     assert!(
         run.stamps.windows(2).all(|w| w[1] == w[0] + 1),
@@ -1096,6 +1148,11 @@ fn a_session_streams_video_audio_and_takes_input_then_resumes() {
     launch(&host, me, true);
     let again = stream(&host, 20, 1);
     assert_eq!(again.frames, (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        again.idr_at,
+        [1],
+        "a resumed stream starts with one IDR too"
+    );
     assert!(again.stamps.windows(2).all(|w| w[1] == w[0] + 1));
 }
 
@@ -1151,6 +1208,105 @@ fn the_host_ends_the_stream_when_the_app_exits() {
     assert_eq!(run.termination, Some(ctl::TERMINATION_GRACEFUL), "{run:?}");
     assert!(!run.frames.is_empty());
     host.wait_log(&["GameStream session terminated by the host"], 5);
+}
+
+/// Whether a process exists (a zombie still does: only a reaped child is gone).
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[test]
+fn sigterm_mid_stream_tells_the_client_ends_the_app_and_exits_cleanly() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    one_app(dir.path(), 1, "Long game", &["sh", "-c", "sleep 300"]);
+    let (me, _) = clients();
+    let mut host = Host::start(dir.path());
+    pair(&host, me, "3690", "3690", true).unwrap();
+    launch(&host, me, false);
+    let started = host.wait_log(&["started the app", "Long game"], 10);
+    let app: i32 = started
+        .split("pid=")
+        .nth(1)
+        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {started}"));
+    assert!(alive(app), "the app runs: {started}");
+    let socket = dir.path().join("control.sock");
+    assert!(
+        socket.exists(),
+        "the control socket is there while the host runs"
+    );
+
+    // Stream until video flows, then SIGTERM the host; keep the control stream serviced until
+    // the termination message arrives (or give up after 10 s).
+    let host_pid = host.child.id() as i32;
+    let mut signalled: Option<std::time::Instant> = None;
+    let run = stream_watching(&host, usize::MAX, 0, true, &mut |run| {
+        match signalled {
+            None if run.frames.len() >= 20 => {
+                // SAFETY: kill only sends a signal, to the host this test started.
+                assert_eq!(unsafe { libc::kill(host_pid, libc::SIGTERM) }, 0);
+                signalled = Some(std::time::Instant::now());
+                true
+            }
+            None => true,
+            Some(t) => t.elapsed() < Duration::from_secs(10),
+        }
+    });
+    assert!(signalled.is_some() && run.frames.len() >= 20, "{run:?}");
+    assert_eq!(
+        run.termination,
+        Some(ctl::TERMINATION_GRACEFUL),
+        "the client is told with a termination message: {run:?}"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = host.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host still runs 10 s after SIGTERM; log:\n{}",
+            host.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let gone = !alive(app);
+    if !gone {
+        // Do not leave the app behind when the check below fails.
+        // SAFETY: the app leads its own process group; kill only sends a signal.
+        unsafe { libc::kill(-app, libc::SIGKILL) };
+    }
+    let log = host.log.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(0), "{status}; log:\n{log}");
+    assert!(gone, "the app (pid {app}) outlived the host; log:\n{log}");
+    assert!(
+        !socket.exists(),
+        "the control socket is removed on exit; log:\n{log}"
+    );
+    for part in [
+        "SIGTERM: shutting down",
+        "host shutdown: ending the app",
+        "stopped",
+    ] {
+        assert!(log.contains(part), "{part:?} in the log:\n{log}");
+    }
+    // The session is torn down before the host exits: its figures are logged, under the
+    // shutdown's name.
+    for line in [
+        "GameStream session terminated by the host",
+        "GameStream session ended",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(line) && l.contains("the host is shutting down")),
+            "{line:?}, naming the shutdown, in the log:\n{log}"
+        );
+    }
 }
 
 #[test]

@@ -3,11 +3,16 @@
 //! For each mode it starts a real `punktfunk-host serve` and `punktfunk-client connect`
 //! (the binaries next to this one, so build them with the same profile), streams the test
 //! pattern for a fixed number of frames on loopback, and prints per-stage percentiles from both
-//! sides: host render (the capture stand-in), colour conversion, encode, send path
+//! sides: host capture (the test pattern's render), colour conversion, encode, send path
 //! (packetize + FEC + seal + batched send); client receive path and decode; and end to end
 //! capture → received and capture → decoded, with the host's CPU time per frame. Beside the
 //! end-to-end figure it prints the baseline of the latency target measured in the same run:
 //! encode p50 + decode p50 + 1.5 ms.
+//!
+//! The host's figures come from its `--stats-json` file (the session's stats snapshot, the
+//! same one its end-of-session log line is made from); the client's from its `--json` report.
+//! A figure missing from either is an error naming it, so a renamed field cannot pass as
+//! "NaN".
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -44,11 +49,12 @@ fn bin(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn f(v: &Value, path: &[&str]) -> f64 {
+/// The number at `path` in `v` (`what` names the document in the error).
+fn f(v: &Value, what: &str, path: &[&str]) -> Result<f64> {
     path.iter()
         .fold(v, |v, k| &v[*k])
         .as_f64()
-        .unwrap_or(f64::NAN)
+        .with_context(|| format!("{what} has no number at {}", path.join(".")))
 }
 
 fn main() -> Result<()> {
@@ -143,43 +149,50 @@ fn main() -> Result<()> {
             "{:<34} {:>8} {:>8} {:>8}",
             "stage (ms)", "p50", "p95", "p99"
         );
-        let row = |name: &str, v: &Value, key: &str| {
+        let host = |path: &[&str]| f(&h, "the host's --stats-json", path);
+        let client = |path: &[&str]| f(&c, "the client's report", path);
+        let row = |name: &str, get: &dyn Fn(&[&str]) -> Result<f64>, key: &str| -> Result<()> {
             println!(
                 "{:<34} {:>8.2} {:>8.2} {:>8.2}",
                 name,
-                f(v, &[key, "p50"]),
-                f(v, &[key, "p95"]),
-                f(v, &[key, "p99"])
-            )
+                get(&[key, "p50"])?,
+                get(&[key, "p95"])?,
+                get(&[key, "p99"])?
+            );
+            Ok(())
         };
-        row("host: capture (test pattern render)*", &h, "capture_ms");
-        row("host: colour conversion", &h, "convert_ms");
-        row("host: encode", &h, "encode_ms");
-        row("host: send path (pkt+FEC+seal+send)", &h, "send_path_ms");
-        row("host: send path, thread CPU time", &h, "send_path_cpu_ms");
-        row("client: receive path", &c, "receive_path_ms");
-        row("client: decode", &c, "decode_ms");
+        row("host: capture (test pattern render)*", &host, "capture_ms")?;
+        row("host: colour conversion", &host, "convert_ms")?;
+        row("host: encode", &host, "encode_ms")?;
+        row("host: send path (pkt+FEC+seal+send)", &host, "send_path_ms")?;
+        row(
+            "host: send path, thread CPU time",
+            &host,
+            "send_path_cpu_ms",
+        )?;
+        row("client: receive path", &client, "receive_path_ms")?;
+        row("client: decode", &client, "decode_ms")?;
         row(
             "end to end: capture -> received",
-            &c,
+            &client,
             "capture_to_received_ms",
-        );
+        )?;
         row(
             "end to end: capture -> decoded",
-            &c,
+            &client,
             "capture_to_decoded_ms",
-        );
-        let net = f(&c, &["capture_to_received_ms", "p50"])
-            - f(&h, &["convert_ms", "p50"])
-            - f(&h, &["encode_ms", "p50"])
-            - f(&h, &["send_path_ms", "p50"]);
+        )?;
+        let net = client(&["capture_to_received_ms", "p50"])?
+            - host(&["convert_ms", "p50"])?
+            - host(&["encode_ms", "p50"])?
+            - host(&["send_path_ms", "p50"])?;
         println!("{:<34} {:>8.2}", "network + queueing (derived, p50)", net);
         println!(
             "host CPU per frame: {:.2} ms",
-            f(&h, &["host_cpu_ms_per_frame"])
+            host(&["host_cpu_ms_per_frame"])?
         );
-        let target = f(&h, &["encode_ms", "p50"]) + f(&c, &["decode_ms", "p50"]) + 1.5;
-        let got = f(&c, &["capture_to_decoded_ms", "p50"]);
+        let target = host(&["encode_ms", "p50"])? + client(&["decode_ms", "p50"])? + 1.5;
+        let got = client(&["capture_to_decoded_ms", "p50"])?;
         println!("capture->decoded p50 {got:.2} ms vs baseline encode p50 + decode p50 + 1.5 ms = {target:.2} ms ({})",
             if got <= target { "within" } else { "over" });
         println!(

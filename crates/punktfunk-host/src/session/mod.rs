@@ -291,7 +291,7 @@ impl Session {
 
     /// Asks for a keyframe (coalesced with one pending or just sent).
     pub fn keyframe(&self) {
-        self.video.command(Command::Keyframe);
+        self.video.command(Command::Keyframe { at: Instant::now() });
     }
 
     /// Changes the mode: the output first, then the encode thread rebuilds its source and

@@ -17,9 +17,11 @@
 //!
 //! Keyframes: the first frame is one. A request while one is already pending, or right after
 //! one was sent with nothing since, is coalesced (a client asks for a keyframe when it starts,
-//! which would otherwise give two back to back). After an accepted request, P-frames the
-//! encoder still hands out from before it are not sent: the client discards everything until
-//! the keyframe.
+//! which would otherwise give two back to back). "Nothing since" is judged at the request's
+//! arrival, not when the thread gets to read it: a request that came before the next frame
+//! left cannot be about that frame, even if the thread was busy encoding it. After an accepted
+//! request, P-frames the encoder still hands out from before it are not sent: the client
+//! discards everything until the keyframe.
 
 use crate::proto::punktfunk1::dataplane::Destination;
 use crate::stats::Histogram;
@@ -58,7 +60,10 @@ pub enum VideoError {
 /// Something for the encode thread to do.
 pub enum Command {
     /// Make the next frame a keyframe.
-    Keyframe,
+    Keyframe {
+        /// When the request arrived (decides whether the keyframe just sent answers it).
+        at: Instant,
+    },
     /// Rebuild source, converter and encoder at a new mode (the output has already changed);
     /// the reply carries the index of the first frame of the new mode and the bitrate.
     Reconfigure {
@@ -378,19 +383,32 @@ struct Keyframes {
     force: bool,
     /// A request was accepted and its keyframe has not left yet.
     awaiting: bool,
-    /// The last frame sent was a keyframe.
-    last_sent_was_key: bool,
+    /// When the first frame after the last keyframe went to the sink; `None` while the last
+    /// frame sent is a keyframe.
+    since_key: Option<Instant>,
 }
 
 impl Keyframes {
-    /// A client asked for a keyframe; false when it was coalesced.
-    fn request(&mut self) -> bool {
-        if self.force || self.awaiting || self.last_sent_was_key {
+    /// A client asked for a keyframe, the request arriving `at`; false when it was coalesced:
+    /// one is pending, or nothing but a keyframe had been sent since the last one when it came.
+    fn request(&mut self, at: Instant) -> bool {
+        if self.force || self.awaiting || self.since_key.is_none_or(|t| at < t) {
             return false;
         }
         self.force = true;
         self.awaiting = true;
         true
+    }
+
+    /// A frame goes to the sink `at`.
+    fn sent(&mut self, keyframe: bool, at: Instant) {
+        if keyframe {
+            self.force = false;
+            self.awaiting = false;
+            self.since_key = None;
+        } else if self.since_key.is_none() {
+            self.since_key = Some(at);
+        }
     }
 }
 
@@ -468,11 +486,7 @@ impl Worker<'_> {
             }
             let Some(f) = out else { continue };
             let stale = !f.keyframe && kf.awaiting;
-            if f.keyframe {
-                kf.force = false;
-                kf.awaiting = false;
-            }
-            kf.last_sent_was_key = f.keyframe;
+            kf.sent(f.keyframe, Instant::now());
             let (len, key) = (f.data.len() as u64, f.keyframe);
             let mut st = SinkTimes::default();
             let more = sink.deliver(
@@ -508,8 +522,8 @@ impl Worker<'_> {
     ) -> Result<bool, VideoError> {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Keyframe) => {
-                    if !kf.request() {
+                Ok(Command::Keyframe { at }) => {
+                    if !kf.request(at) {
                         crate::lock(self.times).keyframe_requests_coalesced += 1;
                         tracing::debug!(
                             "keyframe request coalesced with the one just sent or pending"
@@ -530,7 +544,6 @@ impl Worker<'_> {
                         Ok(()) => {
                             kf.force = true;
                             kf.awaiting = true;
-                            kf.last_sent_was_key = false;
                             let _ = reply.send(Ok((index, rate)));
                         }
                         Err(e) => {
@@ -584,20 +597,31 @@ mod tests {
 
     #[test]
     fn keyframe_requests_are_coalesced_with_a_pending_or_just_sent_keyframe() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
         // The stream's first frame is a keyframe: a request before it goes is coalesced.
         let mut k = Keyframes {
             force: true,
             ..Default::default()
         };
-        assert!(!k.request());
+        assert!(!k.request(t0));
         // It went out: a request right after (the client's start-of-stream one) too.
-        k.force = false;
-        k.last_sent_was_key = true;
-        assert!(!k.request());
-        // After a P-frame, a request is honoured, and a second one while it is pending is not.
-        k.last_sent_was_key = false;
-        assert!(k.request());
+        k.sent(true, t0 + ms(1));
+        assert!(!k.force && !k.awaiting);
+        assert!(!k.request(t0 + ms(10)));
+        // P-frames went at 33 and 66 ms. A request that arrived before the first of them, read
+        // only now, is still about the keyframe; one that arrived after it is honoured.
+        k.sent(false, t0 + ms(33));
+        k.sent(false, t0 + ms(66));
+        assert!(!k.request(t0 + ms(20)));
+        assert!(k.request(t0 + ms(40)));
         assert!(k.force && k.awaiting);
-        assert!(!k.request());
+        // A second one while it is pending is not.
+        assert!(!k.request(t0 + ms(41)));
+        // Its keyframe went: the same again.
+        k.sent(true, t0 + ms(99));
+        assert!(!k.request(t0 + ms(100)));
+        k.sent(false, t0 + ms(133));
+        assert!(k.request(t0 + ms(140)));
     }
 }

@@ -109,6 +109,9 @@ pub struct ActiveSession {
     session: Mutex<Option<Session>>,
     counters: Arc<Counters>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Held for the whole teardown, so a second caller of [`Self::finish`] returns only once
+    /// the first is done (the figures are logged and written).
+    teardown: Mutex<()>,
     started: Instant,
     stats_json: Option<std::path::PathBuf>,
     /// The session's place in the host's registry, freed when it finishes.
@@ -148,8 +151,10 @@ impl ActiveSession {
         self.with(|s| s.keyframe());
     }
 
-    /// Stops the session's threads, tears the session down and logs its figures.
+    /// Stops the session's threads, tears the session down and logs its figures; a caller
+    /// that finds the teardown under way waits for it.
     fn finish(&self) {
+        let _teardown = crate::lock(&self.teardown);
         let threads: Vec<_> = crate::lock(&self.threads).drain(..).collect();
         for t in threads {
             let _ = t.join();
@@ -295,15 +300,17 @@ impl StreamHost {
     /// message) and ends the session.
     pub fn shutdown(&self, reason: &str) {
         self.shutting_down.store(true, Ordering::Relaxed);
-        if let Some(s) = self.active() {
-            s.end(reason);
-        }
+        let Some(s) = self.active() else { return };
+        s.end(reason);
         // Give the control thread a moment to send the termination message.
         let deadline = Instant::now() + Duration::from_millis(500);
         while self.active().is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.stop_active(reason);
+        // The control thread may have taken the session from the slot and still be tearing it
+        // down: the host must not exit before its figures are logged and written.
+        s.finish();
     }
 
     /// Starts a session for `plan` on the output of the running app: resolves the session plan,
@@ -419,6 +426,7 @@ impl StreamHost {
             session: Mutex::new(Some(sess)),
             counters,
             threads: Mutex::new(Vec::new()),
+            teardown: Mutex::new(()),
             started: Instant::now(),
             stats_json: ctx.stats_json.clone(),
             ticket: Mutex::new(None),
@@ -676,7 +684,12 @@ fn control_loop(
         };
         if !same {
             if let Some(mut c) = current.take() {
-                c.machine.end(now, EndReason::Replaced);
+                let why = if host.shutting_down.load(Ordering::Relaxed) {
+                    EndReason::HostShutdown
+                } else {
+                    EndReason::Replaced
+                };
+                c.machine.end(now, why);
                 drive(&mut enet_host, host, &mut c);
             }
             current = active.map(|s| Control {

@@ -29,6 +29,10 @@ use punktfunk_quic::ControlStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long the host waits, after a session's last message, for the client to close the
+/// connection.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Fills `buf` from the system's secure random source.
 fn fill_random(buf: &mut [u8]) {
     use ring::rand::SecureRandom;
@@ -144,6 +148,9 @@ pub(crate) async fn connection(
     if let Some(path) = &ctx.stats_json {
         session::write_stats_json(path, &stats);
     }
+    // The client closes the connection once it has read the session's last message (the host's
+    // Bye, on a shutdown); closing first would discard the Bye while in flight or unread.
+    let _ = tokio::time::timeout(LINGER, conn.closed()).await;
     result.map(|_| ())
 }
 
