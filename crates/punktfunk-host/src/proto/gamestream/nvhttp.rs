@@ -687,12 +687,18 @@ mod tests {
     #[test]
     fn display_modes_stop_at_the_largest_mode_served() {
         let m = display_modes(Mode::new(1920, 1080, 60));
-        assert!(m.starts_with("<SupportedDisplayModes>") && m.ends_with("</SupportedDisplayModes>"));
+        assert!(
+            m.starts_with("<SupportedDisplayModes>") && m.ends_with("</SupportedDisplayModes>")
+        );
         let one = "<DisplayMode><Width>1280</Width><Height>720</Height><RefreshRate>60</RefreshRate></DisplayMode>";
         assert!(m.contains(one), "{m}");
         assert!(m.contains("<Width>1920</Width><Height>1080</Height><RefreshRate>30</RefreshRate>"));
         assert!(!m.contains("<RefreshRate>120</RefreshRate>"), "above 60 Hz");
         assert!(!m.contains("<Width>2560</Width>"), "wider than 1920");
-        assert_eq!(m.matches("<DisplayMode>").count(), 7 * 2, "seven sizes fit, at 30 and 60 Hz");
+        assert_eq!(
+            m.matches("<DisplayMode>").count(),
+            7 * 2,
+            "seven sizes fit, at 30 and 60 Hz"
+        );
     }
 }

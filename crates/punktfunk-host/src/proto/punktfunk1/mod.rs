@@ -56,8 +56,25 @@ fn policy(cfg: &ServeConfig, offered: &[Codec], data: &DataPlane) -> HostPolicy 
     }
 }
 
-/// Serves one QUIC connection: handshake, session, control, teardown.
+/// Serves one QUIC connection (handshake, session, control, teardown), then gives the client
+/// a moment to read the host's last message before the connection is closed.
 pub(crate) async fn connection(
+    conn: punktfunk_quic::quinn::Connection,
+    cfg: &ServeConfig,
+    ctx: &Arc<HostContext>,
+    offered: &[Codec],
+    data: &DataPlane,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let r = serve_connection(conn.clone(), cfg, ctx, offered, data, stop).await;
+    // The client closes the connection once it has read the session's last message (a Bye:
+    // shutdown, busy, a refused stream, a handshake timeout); closing first would discard it
+    // while in flight or unread.
+    let _ = tokio::time::timeout(LINGER, conn.closed()).await;
+    r
+}
+
+async fn serve_connection(
     conn: punktfunk_quic::quinn::Connection,
     cfg: &ServeConfig,
     ctx: &Arc<HostContext>,
@@ -148,9 +165,6 @@ pub(crate) async fn connection(
     if let Some(path) = &ctx.stats_json {
         session::write_stats_json(path, &stats);
     }
-    // The client closes the connection once it has read the session's last message (the host's
-    // Bye, on a shutdown); closing first would discard the Bye while in flight or unread.
-    let _ = tokio::time::timeout(LINGER, conn.closed()).await;
     result.map(|_| ())
 }
 
