@@ -192,6 +192,22 @@ pub enum InputEvent {
     },
 }
 
+impl InputEvent {
+    /// A short name for the event's kind, for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InputEvent::Key { .. } => "key",
+            InputEvent::MouseMove { .. } => "mouse-move",
+            InputEvent::MouseAbsolute { .. } => "mouse-abs",
+            InputEvent::MouseButton { .. } => "mouse-button",
+            InputEvent::Scroll { .. } => "scroll",
+            InputEvent::Gamepad(_) => "gamepad",
+            InputEvent::GamepadPresence { .. } => "gamepad-presence",
+            InputEvent::Touch { .. } => "touch",
+        }
+    }
+}
+
 /// Feedback from the host's desktop back to a client's device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feedback {

@@ -498,16 +498,7 @@ impl ControlSession {
 
 /// A short name for an input event's kind, for counters and logs.
 pub fn event_kind(ev: &InputEvent) -> &'static str {
-    match ev {
-        InputEvent::Key { .. } => "key",
-        InputEvent::MouseMove { .. } => "mouse-move",
-        InputEvent::MouseAbsolute { .. } => "mouse-abs",
-        InputEvent::MouseButton { .. } => "mouse-button",
-        InputEvent::Scroll { .. } => "scroll",
-        InputEvent::Gamepad(_) => "gamepad",
-        InputEvent::GamepadPresence { .. } => "gamepad-presence",
-        InputEvent::Touch { .. } => "touch",
-    }
+    ev.kind()
 }
 
 #[cfg(test)]

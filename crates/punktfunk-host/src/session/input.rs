@@ -110,7 +110,7 @@ impl InputThread {
     /// Queues an event for the injector without waiting; counts it as dropped when the queue is
     /// full.
     pub fn inject(&self, event: InputEvent) {
-        self.counters.count_kind(event_kind(&event));
+        self.counters.count_kind(event.kind());
         let Some(tx) = &self.tx else { return };
         match tx.try_send(Msg::Event(event)) {
             Ok(()) => {}
@@ -214,20 +214,6 @@ fn run(
         }
     }
     injector.release_all();
-}
-
-/// The kind of an event, for counters and logs.
-pub fn event_kind(ev: &InputEvent) -> &'static str {
-    match ev {
-        InputEvent::Key { .. } => "key",
-        InputEvent::MouseMove { .. } => "mouse-move",
-        InputEvent::MouseAbsolute { .. } => "mouse-abs",
-        InputEvent::MouseButton { .. } => "mouse-button",
-        InputEvent::Scroll { .. } => "scroll",
-        InputEvent::Gamepad(_) => "gamepad",
-        InputEvent::GamepadPresence { .. } => "gamepad-presence",
-        InputEvent::Touch { .. } => "touch",
-    }
 }
 
 #[cfg(test)]

@@ -212,19 +212,7 @@ impl Pipeline {
         mode: Mode,
         bitrate_kbps: u32,
     ) -> Result<Pipeline, VideoError> {
-        let cfg = EncoderConfig {
-            codec: settings.codec,
-            width: mode.width,
-            height: mode.height,
-            fps: mode.fps(),
-            bitrate_kbps,
-            prefer_hardware: settings.prefer_hardware,
-            slices: settings.slices,
-            colour: settings.colour,
-        };
-        let encoder = open_encoder(&cfg).map_err(VideoError::Encoder)?;
-        let convert = Converter::with_colour(mode.width, mode.height, settings.colour)
-            .map_err(VideoError::Convert)?;
+        let (encoder, convert) = open_codec(settings, mode, bitrate_kbps)?;
         let source = opener(mode)?;
         tracing::info!(
             encoder = encoder.name(),
@@ -244,6 +232,28 @@ impl Pipeline {
     }
 }
 
+/// The encoder and colour converter for `mode`.
+fn open_codec(
+    settings: &EncodeSettings,
+    mode: Mode,
+    bitrate_kbps: u32,
+) -> Result<(Box<dyn Encoder>, Converter), VideoError> {
+    let cfg = EncoderConfig {
+        codec: settings.codec,
+        width: mode.width,
+        height: mode.height,
+        fps: mode.fps(),
+        bitrate_kbps,
+        prefer_hardware: settings.prefer_hardware,
+        slices: settings.slices,
+        colour: settings.colour,
+    };
+    let encoder = open_encoder(&cfg).map_err(VideoError::Encoder)?;
+    let convert = Converter::with_colour(mode.width, mode.height, settings.colour)
+        .map_err(VideoError::Convert)?;
+    Ok((encoder, convert))
+}
+
 impl Pipeline {
     fn frame_interval(&self) -> Duration {
         Duration::from_secs_f64(1000.0 / f64::from(self.mode.refresh_mhz.max(1)))
@@ -258,19 +268,7 @@ impl Pipeline {
         mode: Mode,
         bitrate_kbps: u32,
     ) -> Result<(), VideoError> {
-        let cfg = EncoderConfig {
-            codec: settings.codec,
-            width: mode.width,
-            height: mode.height,
-            fps: mode.fps(),
-            bitrate_kbps,
-            prefer_hardware: settings.prefer_hardware,
-            slices: settings.slices,
-            colour: settings.colour,
-        };
-        let encoder = open_encoder(&cfg).map_err(VideoError::Encoder)?;
-        let convert = Converter::with_colour(mode.width, mode.height, settings.colour)
-            .map_err(VideoError::Convert)?;
+        let (encoder, convert) = open_codec(settings, mode, bitrate_kbps)?;
         match self.source.set_mode(mode) {
             Ok(()) => {}
             Err(CaptureError::Unsupported(_)) => self.source = opener(mode)?,
