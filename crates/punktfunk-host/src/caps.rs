@@ -93,6 +93,7 @@ impl HostCaps {
     }
 
     /// Capabilities for tests: the given encoders available and nothing probed.
+    #[cfg(test)]
     pub fn assumed(env: DesktopEnv, encoders: &[(Codec, &'static str)]) -> HostCaps {
         HostCaps {
             codecs: CODECS

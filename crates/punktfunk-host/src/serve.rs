@@ -73,8 +73,6 @@ pub struct GameStreamOptions {
     pub fec_percent: u32,
     /// Testing aid: drop these fractions of outgoing GameStream video and audio datagrams.
     pub aids: crate::proto::gamestream::stream::TestAids,
-    /// Largest mode served (serverinfo lists display modes up to it).
-    pub max_mode: Mode,
 }
 
 /// Resolves when the host is asked to stop (SIGINT or SIGTERM).

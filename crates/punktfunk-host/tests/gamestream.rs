@@ -7,6 +7,8 @@
 //! keyframes, audio, input, rumble, loss), the ends of a stream, and the host stopped by SIGTERM
 //! in the middle of one.
 
+mod common;
+use common::free_base;
 use punktfunk_gamestream::pairing::ClientPairing;
 use punktfunk_gamestream::xml::{status_of, text_of};
 use punktfunk_quic::Identity;
@@ -24,27 +26,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_punktfunk-host")
-}
-
-/// A base port whose HTTP, HTTPS (−5), RTSP (+21) and streaming (+9..+11) ports are free now.
-fn free_base() -> u16 {
-    for _ in 0..200 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        drop(l);
-        let udp_free = |o: u16| std::net::UdpSocket::bind(("127.0.0.1", p + o)).is_ok();
-        if p > 2000
-            && p < 65000
-            && std::net::TcpListener::bind(("127.0.0.1", p - 5)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", p + 21)).is_ok()
-            && udp_free(9)
-            && udp_free(10)
-            && udp_free(11)
-        {
-            return p;
-        }
-    }
-    panic!("no free port pair");
 }
 
 struct Host {

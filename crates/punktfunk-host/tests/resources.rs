@@ -2,6 +2,8 @@
 //! its servers must wait, not spin, while `accept` fails, and serve again once descriptors
 //! are free.
 
+mod common;
+use common::free_base;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -13,27 +15,6 @@ use std::time::{Duration, Instant};
 /// The host's descriptor limit: enough to start (it holds about 20 when idle), few enough to
 /// run out quickly.
 const NOFILE: u64 = 64;
-
-/// A base port whose HTTP, HTTPS (−5), RTSP (+21) and streaming (+9..+11) ports are free now.
-fn free_base() -> u16 {
-    for _ in 0..200 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        drop(l);
-        let udp_free = |o: u16| std::net::UdpSocket::bind(("127.0.0.1", p + o)).is_ok();
-        if p > 2000
-            && p < 65000
-            && std::net::TcpListener::bind(("127.0.0.1", p - 5)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", p + 21)).is_ok()
-            && udp_free(9)
-            && udp_free(10)
-            && udp_free(11)
-        {
-            return p;
-        }
-    }
-    panic!("no free port set");
-}
 
 struct Host {
     child: Child,

@@ -880,7 +880,6 @@ pub fn resolve(
             hostname: name,
             fec_percent: gamestream_fec,
             aids,
-            max_mode,
         }),
         mdns,
         desktop,

@@ -86,7 +86,6 @@ min_frame_interval = 50
     let gs = c.gamestream.unwrap();
     assert_eq!((gs.base_port, gs.fec_percent), (50000, 30));
     assert_eq!(gs.hostname, "Living room");
-    assert_eq!(gs.max_mode, Mode::new(1920, 1080, 60));
     assert_eq!(
         c.desktop.display,
         Preference::Only(vec![DisplayBackend::Sway, DisplayBackend::Existing])

@@ -113,11 +113,6 @@ impl AppSession {
         })
     }
 
-    /// The app's title.
-    pub fn title(&self) -> &str {
-        &self.title
-    }
-
     /// The process id, when the app runs a program.
     pub fn pid(&self) -> Option<u32> {
         self.pid

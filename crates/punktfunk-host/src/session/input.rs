@@ -7,7 +7,7 @@
 //! [`InputInjector::release_all`], so no key or button stays pressed after a client goes away.
 
 use punktfunk_core::input::{Feedback, InputEvent};
-use punktfunk_desktop::{InjectCaps, InjectError, InputInjector};
+use punktfunk_desktop::{InjectError, InputInjector};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,18 +68,11 @@ impl InputCounters {
     }
 }
 
-enum Msg {
-    Event(InputEvent),
-    ReleaseAll,
-}
-
 /// The running input thread; dropping it releases everything held and joins the thread.
 pub struct InputThread {
-    tx: Option<SyncSender<Msg>>,
+    tx: Option<SyncSender<InputEvent>>,
     feedback: Arc<Mutex<VecDeque<Feedback>>>,
     counters: Arc<InputCounters>,
-    caps: InjectCaps,
-    backend: &'static str,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -89,8 +82,6 @@ impl InputThread {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let feedback: Arc<Mutex<VecDeque<Feedback>>> = Arc::default();
         let counters: Arc<InputCounters> = Arc::default();
-        let caps = injector.capabilities();
-        let backend = punktfunk_desktop::probe::BackendId::name(injector.backend());
         let thread = {
             let (fb, c) = (feedback.clone(), counters.clone());
             std::thread::Builder::new()
@@ -101,8 +92,6 @@ impl InputThread {
             tx: Some(tx),
             feedback,
             counters,
-            caps,
-            backend,
             thread: Some(thread),
         })
     }
@@ -112,7 +101,7 @@ impl InputThread {
     pub fn inject(&self, event: InputEvent) {
         self.counters.count_kind(event.kind());
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(Msg::Event(event)) {
+        match tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.counters
@@ -122,27 +111,9 @@ impl InputThread {
         }
     }
 
-    /// Releases every key and button held (a client disconnected but the session goes on).
-    pub fn release_all(&self) {
-        if let Some(tx) = &self.tx {
-            // Blocking is right here: the release must not be lost behind a full queue.
-            let _ = tx.send(Msg::ReleaseAll);
-        }
-    }
-
     /// Moves the injector's feedback collected so far into `out`.
     pub fn take_feedback(&self, out: &mut Vec<Feedback>) {
         out.extend(crate::lock(&self.feedback).drain(..));
-    }
-
-    /// What the injector can deliver.
-    pub fn capabilities(&self) -> InjectCaps {
-        self.caps
-    }
-
-    /// The injector's backend name.
-    pub fn backend(&self) -> &'static str {
-        self.backend
     }
 
     /// The counters (the protocol counts what it could not turn into events here too).
@@ -168,7 +139,7 @@ impl Drop for InputThread {
 
 fn run(
     mut injector: Box<dyn InputInjector>,
-    rx: &Receiver<Msg>,
+    rx: &Receiver<InputEvent>,
     feedback: &Mutex<VecDeque<Feedback>>,
     counters: &InputCounters,
 ) {
@@ -176,7 +147,7 @@ fn run(
     let mut warned_denied = false;
     loop {
         match rx.recv_timeout(Duration::from_millis(10)) {
-            Ok(Msg::Event(ev)) => match injector.inject(&ev) {
+            Ok(ev) => match injector.inject(&ev) {
                 Ok(()) => {
                     counters.injected.fetch_add(1, Ordering::Relaxed);
                 }
@@ -198,7 +169,6 @@ fn run(
                     }
                 }
             },
-            Ok(Msg::ReleaseAll) => injector.release_all(),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -220,7 +190,7 @@ fn run(
 mod tests {
     use super::*;
     use punktfunk_core::input::{Modifiers, MouseButton};
-    use punktfunk_desktop::InjectorBackend;
+    use punktfunk_desktop::{InjectCaps, InjectorBackend};
 
     /// Records what reaches it; a test double for a desktop (none exists in unit tests).
     #[derive(Clone, Default)]

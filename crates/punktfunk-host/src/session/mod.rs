@@ -36,7 +36,6 @@ use app::OutputHandle;
 use audio::{AudioPipelineError, AudioSink, AudioThread};
 use input::InputThread;
 use punktfunk_core::control::Mode;
-use punktfunk_desktop::probe::BackendId;
 use punktfunk_desktop::{
     audio as daudio, capture, inject, vdisplay, AudioError, AudioSource, CaptureError, DesktopEnv,
     DisplayError, InjectError, InputInjector,
@@ -206,8 +205,6 @@ pub struct Session {
     counters: Arc<Counters>,
     started: Instant,
     cpu_start: u64,
-    mode: Mutex<Mode>,
-    bitrate_kbps: Mutex<u32>,
     ticket: Mutex<Option<Ticket>>,
 }
 
@@ -250,8 +247,6 @@ impl Session {
             counters,
             started: Instant::now(),
             cpu_start: process_cpu_us(),
-            mode: Mutex::new(mode),
-            bitrate_kbps: Mutex::new(rate),
             plan,
             ticket: Mutex::new(None),
         })
@@ -261,22 +256,8 @@ impl Session {
     /// its figures (through a weak reference: the registry never keeps a session alive).
     pub fn register(self: &Arc<Self>, ticket: Ticket) {
         let weak = Arc::downgrade(self);
-        let plan = self.plan.clone();
-        ticket.attach(Arc::new(move || match weak.upgrade() {
-            Some(s) => s.stats(),
-            None => empty_stats(&plan),
-        }));
+        ticket.attach(Arc::new(move || weak.upgrade().map(|s| s.stats())));
         *crate::lock(&self.ticket) = Some(ticket);
-    }
-
-    /// The plan.
-    pub fn plan(&self) -> &SessionPlan {
-        &self.plan
-    }
-
-    /// The output streamed.
-    pub fn output(&self) -> &OutputHandle {
-        &self.output
     }
 
     /// The protocol's counters.
@@ -308,10 +289,6 @@ impl Session {
             ))));
             return rx;
         }
-        *crate::lock(&self.mode) = mode;
-        if bitrate_kbps != 0 {
-            *crate::lock(&self.bitrate_kbps) = bitrate_kbps;
-        }
         self.video.command(Command::Reconfigure {
             mode,
             bitrate_kbps,
@@ -334,10 +311,13 @@ impl Session {
     /// The session's figures now.
     pub fn stats(&self) -> SessionStats {
         let mut s = empty_stats(&self.plan);
-        s.mode = crate::lock(&self.mode).to_string();
-        s.bitrate_kbps = *crate::lock(&self.bitrate_kbps);
         s.seconds = self.started.elapsed().as_secs_f64();
         let t = self.video.times();
+        // The encode thread knows what it encodes now (a refused mode change leaves it as was).
+        if let Some(m) = t.mode {
+            s.mode = m.to_string();
+            s.bitrate_kbps = t.bitrate_kbps;
+        }
         s.set_video(&t);
         s.host_cpu_ms_per_frame = process_cpu_us().saturating_sub(self.cpu_start) as f64
             / 1000.0
@@ -409,11 +389,6 @@ pub fn write_stats_json(path: &std::path::Path, stats: &SessionStats) {
     if let Err(e) = std::fs::write(path, bytes) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the stats file");
     }
-}
-
-/// A capture backend's name, for logs.
-pub fn backend_name<B: BackendId>(b: B) -> &'static str {
-    b.name()
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@ pub struct Busy {
     pub limit: usize,
 }
 
-type Snapshot = Arc<dyn Fn() -> SessionStats + Send + Sync>;
+/// Reads a session's figures; `None` once the session is gone (its place is about to go too).
+type Snapshot = Arc<dyn Fn() -> Option<SessionStats> + Send + Sync>;
 
 struct Entry {
     protocol: Protocol,
@@ -107,11 +108,6 @@ impl Registry {
         self.len() == 0
     }
 
-    /// The limit.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Every session with its current figures.
     pub fn list(&self) -> Vec<Listed> {
         let entries: Vec<(u64, Protocol, String, Option<Snapshot>)> = crate::lock(&self.state)
@@ -126,7 +122,7 @@ impl Registry {
                 id,
                 protocol,
                 client,
-                stats: snap.map(|f| f()),
+                stats: snap.and_then(|f| f()),
             })
             .collect()
     }

@@ -99,6 +99,10 @@ pub struct StageTimes {
     pub repeated: u64,
     /// Keyframe requests coalesced with one already pending or just sent.
     pub keyframe_requests_coalesced: u64,
+    /// The mode encoded now (the latest, after a mode change; `None` before the thread runs).
+    pub mode: Option<Mode>,
+    /// The bitrate targeted now, kbit/s.
+    pub bitrate_kbps: u32,
 }
 
 /// One encoded frame on its way to the network.
@@ -374,6 +378,35 @@ struct Worker<'a> {
     times: &'a Mutex<StageTimes>,
 }
 
+/// One frame's figures, recorded into [`StageTimes`] under one lock.
+#[derive(Default)]
+struct FrameTimes {
+    /// The source's cost and the conversion, when a new picture came.
+    capture_convert: Option<(u32, u32)>,
+    encode_us: u32,
+    repeat: bool,
+    /// What the sink measured, the frame's size and whether it was a keyframe, when it was sent.
+    sent: Option<(SinkTimes, u64, bool)>,
+}
+
+impl FrameTimes {
+    fn record(self, tm: &mut StageTimes) {
+        if let Some((capture, convert)) = self.capture_convert {
+            tm.capture_us.record(capture);
+            tm.convert_us.record(convert);
+        }
+        tm.encode_us.record(self.encode_us);
+        tm.repeated += u64::from(self.repeat);
+        if let Some((st, len, key)) = self.sent {
+            tm.send_us.record(st.send_us);
+            tm.send_cpu_us.record(st.send_cpu_us);
+            tm.frames += 1;
+            tm.bytes += len;
+            tm.keyframes += u64::from(key);
+        }
+    }
+}
+
 /// Keyframe bookkeeping of the encode thread.
 #[derive(Debug, Default)]
 struct Keyframes {
@@ -424,6 +457,11 @@ impl Worker<'_> {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        {
+            let mut tm = crate::lock(self.times);
+            tm.mode = Some(p.mode);
+            tm.bitrate_kbps = p.bitrate_kbps;
+        }
         let mut clock = RepeatClock::new(self.settings.min_interval);
         let mut kf = Keyframes {
             force: true,
@@ -443,16 +481,14 @@ impl Worker<'_> {
             } else {
                 clock.deadline(now)
             };
+            let mut ft = FrameTimes::default();
             let (capture_us, repeat) = match p.source.next_frame(deadline)? {
                 Some(c) => {
                     let t = Instant::now();
                     p.convert
                         .convert_ref(&c.frame, &mut p.yuv)
                         .map_err(VideoError::Convert)?;
-                    let convert_us = t.elapsed().as_micros() as u32;
-                    let mut tm = crate::lock(self.times);
-                    tm.capture_us.record(c.cost_us);
-                    tm.convert_us.record(convert_us);
+                    ft.capture_convert = Some((c.cost_us, t.elapsed().as_micros() as u32));
                     have_picture = true;
                     (
                         c.captured_at
@@ -474,15 +510,14 @@ impl Worker<'_> {
                 .encoder
                 .encode(&p.yuv, index as i64, kf.force)
                 .map_err(VideoError::Encoder)?;
-            let encode_us = t.elapsed().as_micros() as u32;
+            ft.encode_us = t.elapsed().as_micros() as u32;
+            ft.repeat = repeat;
             index = index.wrapping_add(1);
             clock.sent(Instant::now());
-            {
-                let mut tm = crate::lock(self.times);
-                tm.encode_us.record(encode_us);
-                tm.repeated += u64::from(repeat);
-            }
-            let Some(f) = out else { continue };
+            let Some(f) = out else {
+                ft.record(&mut crate::lock(self.times));
+                continue;
+            };
             let stale = !f.keyframe && kf.awaiting;
             kf.sent(f.keyframe, Instant::now());
             let (len, key) = (f.data.len() as u64, f.keyframe);
@@ -496,14 +531,9 @@ impl Worker<'_> {
                 },
                 &mut st,
             )?;
-            {
-                let mut tm = crate::lock(self.times);
-                tm.send_us.record(st.send_us);
-                tm.send_cpu_us.record(st.send_cpu_us);
-                tm.frames += 1;
-                tm.bytes += len;
-                tm.keyframes += u64::from(key);
-            }
+            ft.sent = Some((st, len, key));
+            // One lock per frame for every figure of it.
+            ft.record(&mut crate::lock(self.times));
             if !more {
                 return Ok(());
             }
@@ -540,6 +570,10 @@ impl Worker<'_> {
                     };
                     match p.reopen(&self.settings, &mut self.opener, mode, rate) {
                         Ok(()) => {
+                            let mut tm = crate::lock(self.times);
+                            tm.mode = Some(mode);
+                            tm.bitrate_kbps = rate;
+                            drop(tm);
                             kf.force = true;
                             kf.awaiting = true;
                             let _ = reply.send(Ok((index, rate)));

@@ -69,7 +69,7 @@ pub(crate) async fn start(
             base_port: o.base_port,
             hostname: o.hostname.clone(),
             codec_modes,
-            max_mode: o.max_mode,
+            max_mode: cfg.max_mode,
             ctx: ctx.clone(),
         },
         identity,

@@ -432,14 +432,8 @@ impl StreamHost {
             ticket: Mutex::new(None),
         });
         let weak = Arc::downgrade(&session);
-        let gone = crate::lock(&session.session)
-            .as_ref()
-            .map(|x| x.stats())
-            .expect("the session was just stored");
         ticket.attach(Arc::new(move || {
-            weak.upgrade()
-                .and_then(|s| s.with(|x| x.stats()))
-                .unwrap_or_else(|| gone.clone())
+            weak.upgrade().and_then(|s| s.with(|x| x.stats()))
         }));
         *crate::lock(&session.ticket) = Some(ticket);
         let watcher = {
