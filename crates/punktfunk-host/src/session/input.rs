@@ -264,7 +264,6 @@ mod tests {
             ..Default::default()
         };
         let t = InputThread::start(Box::new(rec)).unwrap();
-        let start = std::time::Instant::now();
         for _ in 0..QUEUE + 500 {
             t.inject(InputEvent::MouseMove { dx: 1, dy: 1 });
         }
@@ -273,7 +272,6 @@ mod tests {
         let dropped = t.counters().stats().dropped_queue_full;
         assert!(dropped >= 499, "dropped {dropped}");
         drop(held);
-        let _ = start;
         let mut fb = Vec::new();
         std::thread::sleep(Duration::from_millis(50));
         t.take_feedback(&mut fb);
