@@ -359,15 +359,7 @@ impl StreamHost {
         let counters = Arc::new(Counters::default());
         counters.declare(COUNTERS);
         let dest: Destination = Arc::new(Mutex::new(None));
-        let video_out: Box<dyn DatagramOut> = if self.aids.drop_video > 0.0 {
-            Box::new(Dropping::new(
-                self.video.clone(),
-                self.aids.drop_video,
-                0x9E37_79B9_7F4A_7C15,
-            ))
-        } else {
-            Box::new(self.video.clone())
-        };
+        let video_out = sender(&self.video, self.aids.drop_video, 0x9E37_79B9_7F4A_7C15);
         let sink = VideoSink::new(
             &plan,
             plan.video_encrypted.then_some(&key),
@@ -378,15 +370,7 @@ impl StreamHost {
             ctx.epoch,
         )
         .map_err(|e| StartError::Protocol(e.to_string()))?;
-        let audio_out: Box<dyn DatagramOut> = if self.aids.drop_audio > 0.0 {
-            Box::new(Dropping::new(
-                self.audio.clone(),
-                self.aids.drop_audio,
-                0x2545_F491_4F6C_DD1D,
-            ))
-        } else {
-            Box::new(self.audio.clone())
-        };
+        let audio_out = sender(&self.audio, self.aids.drop_audio, 0x2545_F491_4F6C_DD1D);
         let audio_sink = GsAudioSink {
             sock: self.audio.clone(),
             out: audio_out,
@@ -446,6 +430,15 @@ impl StreamHost {
         crate::lock(&session.threads).push(watcher);
         *crate::lock(&self.active) = Some(session.clone());
         Ok(session)
+    }
+}
+
+/// Sends through `sock`, through the drop aid first when `drop` (a fraction) is set.
+fn sender(sock: &Arc<UdpSocket>, drop: f64, seed: u64) -> Box<dyn DatagramOut> {
+    if drop > 0.0 {
+        Box::new(Dropping::new(sock.clone(), drop, seed))
+    } else {
+        Box::new(sock.clone())
     }
 }
 
