@@ -13,6 +13,11 @@ PACKAGES+=(clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev)
 PACKAGES+=(libopus-dev)
 # Benchmarks: a veth pair into a network namespace stands in for a NIC (iproute2, ethtool).
 PACKAGES+=(iproute2 ethtool)
+# Desktop (sway/wlroots): sway runs headless in the tests and the demo; libxkbcommon compiles the
+# virtual keyboard's keymap (the xkbcommon crate links it) from xkb-data's rules; setpriv (util-linux)
+# runs sway as an unprivileged user when the tests run as root; swaybg paints solid output
+# backgrounds the capture tests check pixel by pixel.
+PACKAGES+=(sway swaybg libxkbcommon-dev xkb-data util-linux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -190,6 +190,12 @@ pub enum InputEvent {
         /// Pressure 0..=255 (0 unknown).
         pressure: u8,
     },
+    /// One character of text (a client's on-screen keyboard, a paste): the host types it with
+    /// whatever keys its keyboard layout needs.
+    Text {
+        /// The character.
+        ch: char,
+    },
 }
 
 impl InputEvent {
@@ -204,6 +210,7 @@ impl InputEvent {
             InputEvent::Gamepad(_) => "gamepad",
             InputEvent::GamepadPresence { .. } => "gamepad-presence",
             InputEvent::Touch { .. } => "touch",
+            InputEvent::Text { .. } => "text",
         }
     }
 }
@@ -251,6 +258,7 @@ mod kind {
     pub const GAMEPAD: u8 = 0x06;
     pub const GAMEPAD_PRESENCE: u8 = 0x07;
     pub const TOUCH: u8 = 0x08;
+    pub const TEXT: u8 = 0x09;
 }
 
 impl InputEvent {
@@ -332,6 +340,10 @@ impl InputEvent {
                 out.push(pressure);
                 kind::TOUCH
             }
+            InputEvent::Text { ch } => {
+                out.extend_from_slice(&u32::from(ch).to_le_bytes());
+                kind::TEXT
+            }
         };
         out[start] = k;
         out[start + 1] = (out.len() - start - 2) as u8;
@@ -356,6 +368,7 @@ impl InputEvent {
             kind::GAMEPAD => 15,
             kind::GAMEPAD_PRESENCE => 3,
             kind::TOUCH => 10,
+            kind::TEXT => 4,
             _ => return Ok(None),
         };
         if b.len() != expect {
@@ -407,6 +420,10 @@ impl InputEvent {
                 pad: b[0],
                 connected: flag(b[1])?,
                 kind: b[2],
+            },
+            kind::TEXT => InputEvent::Text {
+                ch: char::from_u32(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or(InputError::BadField(k))?,
             },
             _ => InputEvent::Touch {
                 id: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -483,6 +500,7 @@ mod tests {
                 y: 0,
                 pressure: 80,
             },
+            InputEvent::Text { ch: 'é' },
         ]
     }
 
@@ -531,6 +549,11 @@ mod tests {
         assert_eq!(
             InputEvent::decode_batch(&[0x04, 2, 1, 7]),
             Err(InputError::BadField(4))
+        );
+        // A surrogate is not a character.
+        assert_eq!(
+            InputEvent::decode_batch(&[0x09, 4, 0x00, 0xD8, 0, 0]),
+            Err(InputError::BadField(9))
         );
     }
 }

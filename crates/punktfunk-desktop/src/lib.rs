@@ -37,6 +37,7 @@ pub mod env;
 pub mod inject;
 pub mod probe;
 pub mod vdisplay;
+pub mod wayland;
 
 pub use audio::{AudioBackend, AudioError, AudioFormat, AudioSource};
 pub use capture::{CaptureBackend, CaptureError, Captured, FrameSource};

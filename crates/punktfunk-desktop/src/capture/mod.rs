@@ -12,6 +12,7 @@
 
 pub mod pattern;
 mod resolve;
+pub mod screencopy;
 
 pub use resolve::{candidates, open, probe, resolve, SourceOptions};
 

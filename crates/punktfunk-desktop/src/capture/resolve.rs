@@ -18,6 +18,8 @@ pub struct SourceOptions {
     pub mode: Mode,
     /// The session's clock zero (stamps and capture times count from it).
     pub epoch: Instant,
+    /// The desktop to capture from.
+    pub env: DesktopEnv,
 }
 
 /// Whether `backend` can work in `env`.
@@ -69,6 +71,7 @@ pub fn open(
             opts.epoch,
             Instant::now(),
         )?)),
+        CaptureBackend::Screencopy => super::screencopy::open(opts),
         other => Err(CaptureError::Unsupported(format!(
             "no {} capture in this build",
             other.name()
@@ -106,6 +109,7 @@ mod tests {
             target: CaptureTarget::Desktop,
             mode: Mode::new(320, 180, 30),
             epoch: Instant::now(),
+            env: DesktopEnv::default(),
         };
         assert!(open(CaptureBackend::TestPattern, &opts).is_ok());
         assert!(matches!(

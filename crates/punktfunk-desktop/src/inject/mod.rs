@@ -10,6 +10,7 @@
 
 pub mod log;
 mod resolve;
+pub mod wlr;
 
 pub use resolve::{candidates, capabilities, open, probe, resolve};
 

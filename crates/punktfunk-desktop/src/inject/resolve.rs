@@ -5,6 +5,7 @@ use crate::env::DesktopEnv;
 use crate::probe::{
     choose, probe_each, BackendId, Candidate, Chosen, NoBackend, Preference, Probe,
 };
+use crate::vdisplay::CaptureTarget;
 
 /// Whether `backend` can work in `env`.
 pub fn probe(backend: InjectorBackend, env: &DesktopEnv) -> Probe {
@@ -82,14 +83,16 @@ pub fn resolve(
     choose(preference, |b| probe(b, env))
 }
 
-/// Opens an injector of the chosen backend.
+/// Opens an injector of the chosen backend for the output `target` names (a pointer's
+/// absolute positions map to that output).
 pub fn open(
     backend: InjectorBackend,
     env: &DesktopEnv,
+    target: &CaptureTarget,
 ) -> Result<Box<dyn InputInjector>, InjectError> {
-    let _ = env;
     match backend {
         InjectorBackend::Log => Ok(Box::new(LogInjector::new())),
+        InjectorBackend::Wlr => super::wlr::open(env, target),
         other => Err(InjectError::Backend(format!(
             "no {} injector in this build",
             other.name()
@@ -121,8 +124,8 @@ mod tests {
             r.starts_with("a wlroots compositor (sway) is running"),
             "{r}"
         );
-        let inj = open(InjectorBackend::Log, &sway).unwrap();
+        let inj = open(InjectorBackend::Log, &sway, &CaptureTarget::Desktop).unwrap();
         assert_eq!(inj.capabilities(), capabilities(InjectorBackend::Log));
-        assert!(open(InjectorBackend::Uinput, &sway).is_err());
+        assert!(open(InjectorBackend::Uinput, &sway, &CaptureTarget::Desktop).is_err());
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod existing;
 mod resolve;
+pub mod sway;
 
 pub use resolve::{candidates, open, probe, resolve};
 

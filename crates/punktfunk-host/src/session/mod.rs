@@ -110,17 +110,19 @@ pub fn open_parts(
     };
     let target = crate::lock(&output).capture_target();
     let backend = plan.capture.backend;
+    let (source_target, env_for_source) = (target.clone(), env.clone());
     let source: SourceOpener = Box::new(move |mode: Mode| {
         capture::open(
             backend,
             &capture::SourceOptions {
-                target: target.clone(),
+                target: source_target.clone(),
                 mode,
                 epoch,
+                env: env_for_source.clone(),
             },
         )
     });
-    let injector = inject::open(plan.input.backend, env)?;
+    let injector = inject::open(plan.input.backend, env, &target)?;
     let audio = match (&plan.audio, &plan.request.audio) {
         (Some(a), Some(p)) => Some(daudio::open(a.backend, env, p.channels)?),
         _ => None,

@@ -29,6 +29,7 @@ use crate::session::video::{
 };
 use crate::session::{self, Counters, HostContext, Session, Sinks};
 use punktfunk_core::control::{Codec, Mode};
+use punktfunk_core::input::InputEvent;
 use punktfunk_gamestream::audio::{AudioPacketizer, OpusLayout};
 use punktfunk_gamestream::control_session::{
     ControlEvent, ControlSession, EndReason, PeerId, Verdict,
@@ -792,7 +793,11 @@ fn drive(
                 s.with(|x| x.input().inject(ev));
             }
             ControlEvent::Text(t) => {
-                tracing::debug!(text = %t, "text input (no text injector yet)")
+                s.with(|x| {
+                    for ch in t.chars() {
+                        x.input().inject(InputEvent::Text { ch });
+                    }
+                });
             }
             ControlEvent::FecStatus {
                 frame,
