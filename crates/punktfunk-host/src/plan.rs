@@ -52,6 +52,8 @@ fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S:
 pub struct DesktopPrefs {
     /// Virtual display.
     pub display: Preference<DisplayBackend>,
+    /// The output the `existing` display streams (`existing:NAME`); none: the desktop.
+    pub existing_output: Option<String>,
     /// Capture.
     pub capture: Preference<CaptureBackend>,
     /// Input.
@@ -88,6 +90,9 @@ pub struct SessionPlan {
     pub encoder: &'static str,
     /// Virtual display.
     pub display: Chosen<DisplayBackend>,
+    /// What the display is opened with (the existing output to stream).
+    #[serde(skip)]
+    pub display_options: vdisplay::DisplayOptions,
     /// Capture.
     pub capture: Chosen<CaptureBackend>,
     /// Input.
@@ -130,7 +135,15 @@ pub fn resolve(
             request.bitrate_kbps,
             request.colour
         ),
-        format!("display: {}", display.reason),
+        match (&prefs.existing_output, display.backend) {
+            (Some(name), DisplayBackend::Existing) => {
+                format!(
+                    "display: {}; streaming the existing output {name}",
+                    display.reason
+                )
+            }
+            _ => format!("display: {}", display.reason),
+        },
         format!("capture: {}", capture.reason),
         format!("input: {}", input.reason),
     ];
@@ -144,10 +157,14 @@ pub fn resolve(
         "idle desktop: the last picture goes out again after {} ms without a new one",
         min_frame_interval.as_millis()
     ));
+    let display_options = vdisplay::DisplayOptions {
+        existing_output: prefs.existing_output.clone(),
+    };
     Ok(SessionPlan {
         request,
         encoder,
         display,
+        display_options,
         capture,
         input,
         audio,

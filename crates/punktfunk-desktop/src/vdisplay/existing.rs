@@ -2,7 +2,9 @@
 //! apps get the session's own display variables.
 //!
 //! This is the display of the test pattern (which draws at any mode) and the fallback where no
-//! compositor backend applies.
+//! compositor backend applies. [`Existing::output`] streams one output of the desktop by name
+//! (`--display existing:NAME`); on sway its mode is read back and a client at another mode is
+//! told so, since pictures are not scaled.
 
 use super::{CaptureTarget, DisplayBackend, DisplayError, Output, VirtualDisplay};
 use crate::env::DesktopEnv;
@@ -12,6 +14,8 @@ use punktfunk_core::control::Mode;
 #[derive(Debug, Clone)]
 pub struct Existing {
     env: Vec<(String, String)>,
+    output: Option<String>,
+    swaysock: Option<std::path::PathBuf>,
 }
 
 impl Existing {
@@ -19,6 +23,17 @@ impl Existing {
     pub fn new(env: &DesktopEnv) -> Existing {
         Existing {
             env: env.display_vars(),
+            output: None,
+            swaysock: None,
+        }
+    }
+
+    /// The output called `name` of the desktop `env` describes.
+    pub fn output(env: &DesktopEnv, name: &str) -> Existing {
+        Existing {
+            env: env.display_vars(),
+            output: Some(name.to_string()),
+            swaysock: env.swaysock.clone(),
         }
     }
 }
@@ -30,9 +45,22 @@ impl VirtualDisplay for Existing {
 
     fn create(&mut self, mode: Mode) -> Result<Box<dyn Output>, DisplayError> {
         mode.validate().map_err(DisplayError::InvalidMode)?;
+        if let (Some(name), Some(sock)) = (&self.output, &self.swaysock) {
+            if let Some(actual) = super::sway::current_mode(sock, name)? {
+                if (actual.width, actual.height) != (mode.width, mode.height) {
+                    return Err(DisplayError::Unsupported(format!(
+                        "the existing output {name} is {actual}, the client asked for {mode}: \
+                         an existing output streams at its own size (set the client to \
+                         {}x{}, or let punktfunk create an output)",
+                        actual.width, actual.height
+                    )));
+                }
+            }
+        }
         Ok(Box::new(ExistingOutput {
             mode,
             env: self.env.clone(),
+            output: self.output.clone(),
         }))
     }
 }
@@ -42,6 +70,7 @@ impl VirtualDisplay for Existing {
 pub struct ExistingOutput {
     mode: Mode,
     env: Vec<(String, String)>,
+    output: Option<String>,
 }
 
 impl Output for ExistingOutput {
@@ -49,7 +78,7 @@ impl Output for ExistingOutput {
         DisplayBackend::Existing
     }
     fn name(&self) -> &str {
-        "desktop"
+        self.output.as_deref().unwrap_or("desktop")
     }
     fn mode(&self) -> Mode {
         self.mode
@@ -60,7 +89,10 @@ impl Output for ExistingOutput {
         Ok(())
     }
     fn capture_target(&self) -> CaptureTarget {
-        CaptureTarget::Desktop
+        match &self.output {
+            Some(name) => CaptureTarget::WaylandOutput(name.clone()),
+            None => CaptureTarget::Desktop,
+        }
     }
     fn launch_env(&self) -> Vec<(String, String)> {
         self.env.clone()
@@ -88,5 +120,12 @@ mod tests {
             d.create(Mode::new(0, 720, 60)),
             Err(DisplayError::InvalidMode(_))
         ));
+        let named = Existing::output(&env, "DP-1").create(Mode::new(1920, 1080, 60));
+        let named = named.unwrap();
+        assert_eq!(named.name(), "DP-1");
+        assert_eq!(
+            named.capture_target(),
+            CaptureTarget::WaylandOutput("DP-1".into())
+        );
     }
 }

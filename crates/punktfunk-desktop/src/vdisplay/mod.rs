@@ -1,15 +1,16 @@
 //! Virtual displays: an output at the client's exact mode, created per stream and removed when
 //! its [`Output`] is dropped.
 //!
-//! Backends: [`existing`] (no new output: the desktop as it is, which is what the test pattern
-//! streams). sway, Mutter and Xorg are probed from the environment so the resolver and `doctor`
-//! can say what was found; their backends are not part of this build yet.
+//! Backends: [`sway`] (a headless output per stream at the client's mode) and [`existing`] (no
+//! new output: the desktop as it is, which is what the test pattern streams, or one named output
+//! of it). Mutter and Xorg are probed from the environment so the resolver and `doctor` can say
+//! what was found; their backends are not part of this build yet.
 
 pub mod existing;
 mod resolve;
 pub mod sway;
 
-pub use resolve::{candidates, open, probe, resolve};
+pub use resolve::{candidates, open, probe, resolve, DisplayOptions};
 
 use punktfunk_core::control::Mode;
 

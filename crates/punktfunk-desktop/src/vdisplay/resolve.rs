@@ -1,6 +1,6 @@
 //! Choosing the virtual-display backend.
 
-use super::{existing::Existing, DisplayBackend, DisplayError, VirtualDisplay};
+use super::{existing::Existing, sway::Sway, DisplayBackend, DisplayError, VirtualDisplay};
 use crate::env::DesktopEnv;
 use crate::probe::{choose, probe_each, Candidate, Chosen, NoBackend, Preference, Probe};
 
@@ -14,7 +14,11 @@ pub fn probe(backend: DisplayBackend, env: &DesktopEnv) -> Probe {
     match backend {
         DisplayBackend::Existing => Probe::Available,
         DisplayBackend::Sway => match &env.swaysock {
-            Some(s) => not_built(format!("sway is running (SWAYSOCK={})", s.display())),
+            Some(s) if s.exists() => Probe::Available,
+            Some(s) => Probe::Unavailable(format!(
+                "SWAYSOCK names {}, which does not exist (sway is not running)",
+                s.display()
+            )),
             None => Probe::Unavailable("no sway session (SWAYSOCK is not set)".into()),
         },
         DisplayBackend::Mutter => {
@@ -52,13 +56,26 @@ pub fn resolve(
     choose(preference, |b| probe(b, env))
 }
 
+/// How a display is opened beyond its backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DisplayOptions {
+    /// For the `existing` backend: stream this output (by its compositor name) instead of the
+    /// desktop as a whole.
+    pub existing_output: Option<String>,
+}
+
 /// Opens the chosen backend.
 pub fn open(
     backend: DisplayBackend,
     env: &DesktopEnv,
+    opts: &DisplayOptions,
 ) -> Result<Box<dyn VirtualDisplay>, DisplayError> {
     match backend {
-        DisplayBackend::Existing => Ok(Box::new(Existing::new(env))),
+        DisplayBackend::Existing => Ok(Box::new(match &opts.existing_output {
+            Some(name) => Existing::output(env, name),
+            None => Existing::new(env),
+        })),
+        DisplayBackend::Sway => Ok(Box::new(Sway::new(env)?)),
         other => Err(DisplayError::Unsupported(format!(
             "no {} backend in this build",
             crate::probe::BackendId::name(other)
@@ -89,17 +106,21 @@ mod tests {
     }
 
     #[test]
-    fn a_detected_desktop_without_its_backend_says_so() {
+    fn a_stale_sway_socket_is_not_a_sway_and_a_detected_xorg_without_its_backend_says_so() {
         let env = DesktopEnv::from_vars([
-            ("SWAYSOCK", "/run/user/1000/sway-ipc.sock"),
+            ("SWAYSOCK", "/nonexistent/sway-ipc.sock"),
             ("DISPLAY", ":1"),
         ]);
         let Probe::Unavailable(r) = probe(DisplayBackend::Sway, &env) else {
-            panic!("sway has no backend in this build");
+            panic!("no sway runs at that socket");
         };
-        assert!(r.starts_with("sway is running"), "{r}");
+        assert!(r.contains("does not exist"), "{r}");
+        let Probe::Unavailable(r) = probe(DisplayBackend::Xorg, &env) else {
+            panic!("xorg has no backend in this build");
+        };
+        assert!(r.starts_with("an X server is named"), "{r}");
         let only_sway = Preference::Only(vec![DisplayBackend::Sway]);
         assert!(resolve(&env, &only_sway).is_err());
-        assert!(open(DisplayBackend::Sway, &env).is_err());
+        assert!(open(DisplayBackend::Xorg, &env, &DisplayOptions::default()).is_err());
     }
 }

@@ -272,6 +272,8 @@ pub(crate) struct PrintedGameStream {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct PrintedDesktop {
     pub display: PrintedNames,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing_output: Option<String>,
     pub capture: PrintedNames,
     pub input: PrintedNames,
     pub audio: PrintedNames,

@@ -96,7 +96,8 @@ pub struct ServeFlags {
     #[arg(long, overrides_with = "no_mdns")]
     pub mdns: bool,
     /// Virtual-display backends to try, in order (auto, or a list of sway, mutter, xorg,
-    /// existing). [default: auto]
+    /// existing). `existing:NAME` streams the output NAME as it is (e.g. existing:HDMI-A-1)
+    /// instead of creating one per client. [default: auto]
     #[arg(long, value_name = "LIST")]
     pub display: Option<String>,
     /// Capture backends to try (auto, or a list of screencopy, pipewire, xshm, testpattern).

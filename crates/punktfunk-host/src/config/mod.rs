@@ -40,7 +40,8 @@
 //! fec = 20
 //!
 //! [desktop]
-//! display = "auto"            # or a list, e.g. ["sway", "existing"]
+//! display = "auto"            # or a list, e.g. ["sway", "existing"]; "existing:NAME" streams
+//!                              # the output NAME as it is
 //! capture = "auto"
 //! input = "auto"
 //! audio = "auto"
@@ -72,6 +73,7 @@ use file::{Names, Printed, PrintedDesktop, PrintedGameStream, PrintedNames, Prin
 use punktfunk_core::control::{Codec, Mode};
 use punktfunk_core::crypto::CipherSuite;
 use punktfunk_desktop::probe::{BackendId, Preference};
+use punktfunk_desktop::DisplayBackend;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
@@ -221,6 +223,9 @@ pub enum Problem {
     /// A mode that does not parse or is not streamable.
     #[error("{0}")]
     Mode(String),
+    /// The display list names more than one existing output.
+    #[error("the list names two existing outputs ({0} and {1}); one can be streamed at a time")]
+    TwoOutputs(String, String),
     /// The GameStream base port leaves no room for the ports derived from it.
     #[error("{0} is outside 1019..=65514 (ports from it − 5 to it + 21 are used)")]
     GameStreamPort(i64),
@@ -471,6 +476,35 @@ fn preference<B: BackendId>(names: Names) -> Result<Preference<B>, Problem> {
         }
     }
     Ok(Preference::Only(list))
+}
+
+/// The display list, where `existing:NAME` names the one output to stream as it is.
+fn display_preference(
+    names: Names,
+) -> Result<(Preference<DisplayBackend>, Option<String>), Problem> {
+    if names.is_auto() {
+        return Ok((Preference::Auto, None));
+    }
+    let mut output = None;
+    let mut plain = Vec::new();
+    for item in names.items() {
+        match item.split_once(':') {
+            Some((b, name)) if b.trim().eq_ignore_ascii_case("existing") => {
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(Problem::Empty(
+                        "existing: names no output (existing:NAME, e.g. existing:HDMI-A-1)",
+                    ));
+                }
+                if let Some(first) = output.replace(name.to_string()) {
+                    return Err(Problem::TwoOutputs(first, name.to_string()));
+                }
+                plain.push("existing".to_string());
+            }
+            _ => plain.push(item),
+        }
+    }
+    Ok((preference(Names::List(plain))?, output))
 }
 
 fn printed_preference<B: BackendId>(p: &Preference<B>) -> PrintedNames {
@@ -768,16 +802,18 @@ pub fn resolve(
     // [desktop]
     let names = |flag: &Option<String>| flag.clone().map(Names::Text);
     let auto = || Names::Text("auto".into());
+    let (display, existing_output) = layers
+        .pick(
+            names(&flags.display),
+            "--display",
+            desk.and_then(|s| s.display.as_ref()),
+            "desktop.display",
+            auto(),
+        )
+        .check(display_preference)?;
     let desktop = DesktopPrefs {
-        display: layers
-            .pick(
-                names(&flags.display),
-                "--display",
-                desk.and_then(|s| s.display.as_ref()),
-                "desktop.display",
-                auto(),
-            )
-            .check(preference)?,
+        display,
+        existing_output,
         capture: layers
             .pick(
                 names(&flags.capture),
@@ -853,6 +889,7 @@ pub fn resolve(
         },
         desktop: PrintedDesktop {
             display: printed_preference(&desktop.display),
+            existing_output: desktop.existing_output.clone(),
             capture: printed_preference(&desktop.capture),
             input: printed_preference(&desktop.input),
             audio: printed_preference(&desktop.audio),

@@ -183,6 +183,47 @@ fn a_flag_overrides_the_file_and_the_file_the_default() {
 }
 
 #[test]
+fn an_existing_output_is_named_after_a_colon_in_the_display_list() {
+    let c = ok(
+        None,
+        ServeFlags {
+            display: Some("existing:HEADLESS-1".into()),
+            ..Default::default()
+        },
+    )
+    .serve;
+    assert_eq!(
+        c.desktop.display,
+        Preference::Only(vec![DisplayBackend::Existing])
+    );
+    assert_eq!(c.desktop.existing_output.as_deref(), Some("HEADLESS-1"));
+    let f = file("[desktop]\ndisplay = [\"sway\", \"existing: DP-1\"]\n");
+    let c = ok(Some(&f), ServeFlags::default()).serve;
+    assert_eq!(
+        c.desktop.display,
+        Preference::Only(vec![DisplayBackend::Sway, DisplayBackend::Existing])
+    );
+    assert_eq!(c.desktop.existing_output.as_deref(), Some("DP-1"));
+    let plain = ok(None, ServeFlags::default()).serve;
+    assert_eq!(plain.desktop.existing_output, None);
+    for (given, says) in [
+        ("existing:", "existing: names no output"),
+        ("existing:A,existing:B", "two existing outputs (A and B)"),
+        ("sway:X", "unknown display backend \"sway:X\""),
+    ] {
+        let e = err(
+            None,
+            ServeFlags {
+                display: Some(given.into()),
+                ..Default::default()
+            },
+        );
+        assert!(e.contains(says), "{given}: {e}");
+        assert!(e.contains("--display"), "{given}: {e}");
+    }
+}
+
+#[test]
 fn file_errors_name_the_file_the_line_and_the_key() {
     let at = |text: &str| err(Some(&file(text)), ServeFlags::default());
     for (text, want) in [

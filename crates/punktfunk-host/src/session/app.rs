@@ -18,6 +18,28 @@ use std::time::{Duration, Instant};
 /// An output shared by its owner (an app session or a stream session) and the stream using it.
 pub type OutputHandle = Arc<Mutex<Box<dyn Output>>>;
 
+/// The variable that tells an app the host clock's zero, as `CLOCK_MONOTONIC` nanoseconds, so
+/// a test app can stamp what it draws on the same clock as capture (the stream's figures then
+/// measure from the app's render to the client's decode).
+pub const EPOCH_VAR: &str = "PUNKTFUNK_EPOCH_MONOTONIC_NS";
+
+/// `epoch` as `CLOCK_MONOTONIC` nanoseconds (`Instant` counts on that clock on Linux).
+pub fn monotonic_ns(epoch: Instant) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    now.saturating_sub(epoch.elapsed().as_nanos() as u64)
+}
+
+/// The variables every launched app gets from the host.
+pub fn host_env(epoch: Instant) -> Vec<(String, String)> {
+    vec![(EPOCH_VAR.to_string(), monotonic_ns(epoch).to_string())]
+}
+
 /// How long an app has to exit after SIGTERM before it gets SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(3);
 
@@ -67,6 +89,17 @@ impl AppSession {
         output: OutputHandle,
         on_exit: Box<dyn FnOnce(ExitStatus) + Send>,
     ) -> Result<AppSession, LaunchError> {
+        Self::launch_with(title, command, output, &[], on_exit)
+    }
+
+    /// [`Self::launch`] with `extra` variables set after the output's own.
+    pub fn launch_with(
+        title: &str,
+        command: Option<&[String]>,
+        output: OutputHandle,
+        extra: &[(String, String)],
+        on_exit: Box<dyn FnOnce(ExitStatus) + Send>,
+    ) -> Result<AppSession, LaunchError> {
         let stop = Arc::new(AtomicBool::new(false));
         let (child, pid, watcher) = match command {
             None => (Arc::new(Mutex::new(None)), None, None),
@@ -76,6 +109,7 @@ impl AppSession {
                 let child = std::process::Command::new(program)
                     .args(args)
                     .envs(env)
+                    .envs(extra.iter().cloned())
                     .process_group(0)
                     .spawn()
                     .map_err(|source| LaunchError::Spawn {
@@ -211,6 +245,24 @@ fn terminate(c: &mut Child, title: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_host_clock_zero_is_told_to_apps_as_monotonic_nanoseconds() {
+        let epoch = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let a = monotonic_ns(epoch);
+        let b = monotonic_ns(epoch);
+        // The same instant however late it is asked (within the clock reads' own jitter).
+        assert!(a.abs_diff(b) < 1_000_000, "{a} vs {b}");
+        let later = monotonic_ns(Instant::now());
+        assert!(
+            later >= a + 20_000_000,
+            "{later} is at least 20 ms past {a}"
+        );
+        let env = host_env(epoch);
+        assert_eq!(env[0].0, EPOCH_VAR);
+        assert!(env[0].1.parse::<u64>().unwrap().abs_diff(a) < 1_000_000);
+    }
+
     use super::*;
     use punktfunk_core::control::Mode;
     use punktfunk_desktop::{vdisplay::existing::Existing, DesktopEnv, VirtualDisplay};

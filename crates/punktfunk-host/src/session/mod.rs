@@ -104,7 +104,7 @@ pub fn open_parts(
     let output = match output {
         Some(o) => o,
         None => {
-            let mut display = vdisplay::open(plan.display.backend, env)?;
+            let mut display = vdisplay::open(plan.display.backend, env, &plan.display_options)?;
             Arc::new(Mutex::new(display.create(plan.request.mode)?))
         }
     };

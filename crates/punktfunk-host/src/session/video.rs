@@ -99,6 +99,9 @@ pub struct StageTimes {
     pub repeated: u64,
     /// Keyframe requests coalesced with one already pending or just sent.
     pub keyframe_requests_coalesced: u64,
+    /// Pictures dropped because they were not at the mode encoded (a compositor still
+    /// delivering the old size just after a mode change).
+    pub wrong_size: u64,
     /// The mode encoded now (the latest, after a mode change; `None` before the thread runs).
     pub mode: Option<Mode>,
     /// The bitrate targeted now, kbit/s.
@@ -370,6 +373,10 @@ impl Drop for VideoThread {
     }
 }
 
+/// How long a source may deliver pictures at another size than the stream's before the
+/// stream fails.
+const WRONG_SIZE_LIMIT: Duration = Duration::from_secs(2);
+
 struct Worker<'a> {
     settings: EncodeSettings,
     opener: SourceOpener,
@@ -468,6 +475,8 @@ impl Worker<'_> {
             ..Default::default()
         };
         let mut have_picture = false;
+        // Since when every picture has come at another size than the mode encoded.
+        let mut wrong_since: Option<Instant> = None;
         let mut index: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             if !self.commands(&mut p, &mut kf, index)? {
@@ -483,7 +492,27 @@ impl Worker<'_> {
             };
             let mut ft = FrameTimes::default();
             let (capture_us, repeat) = match p.source.next_frame(deadline)? {
+                Some(c) if (c.frame.width, c.frame.height) != (p.mode.width, p.mode.height) => {
+                    // Right after a mode change the compositor may still hand out a picture
+                    // or two at the old size; only a source stuck at another size is a fault.
+                    let since = *wrong_since.get_or_insert_with(Instant::now);
+                    crate::lock(self.times).wrong_size += 1;
+                    if since.elapsed() > WRONG_SIZE_LIMIT {
+                        return Err(VideoError::Capture(CaptureError::Unsupported(format!(
+                            "the source delivers {}x{} pictures for a {} stream",
+                            c.frame.width, c.frame.height, p.mode
+                        ))));
+                    }
+                    tracing::debug!(
+                        width = c.frame.width,
+                        height = c.frame.height,
+                        mode = %p.mode,
+                        "picture at another size dropped"
+                    );
+                    continue;
+                }
                 Some(c) => {
+                    wrong_since = None;
                     let t = Instant::now();
                     p.convert
                         .convert_ref(&c.frame, &mut p.yuv)

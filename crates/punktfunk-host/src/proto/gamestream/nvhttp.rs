@@ -588,8 +588,14 @@ impl GameStream {
                 }
             }
         });
-        let session = match AppSession::launch(&app.title, app.command.as_deref(), output, on_exit)
-        {
+        let host_env = crate::session::app::host_env(self.inner.cfg.ctx.epoch);
+        let session = match AppSession::launch_with(
+            &app.title,
+            app.command.as_deref(),
+            output,
+            &host_env,
+            on_exit,
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(app = %app.title, error = %e, "cannot start the app");
@@ -622,7 +628,10 @@ impl GameStream {
         let ctx = &self.inner.cfg.ctx;
         let chosen = punktfunk_desktop::vdisplay::resolve(&ctx.caps.env, &ctx.prefs.display)?;
         tracing::info!(display = %chosen.reason, %mode, "creating the app's output");
-        let mut display = punktfunk_desktop::vdisplay::open(chosen.backend, &ctx.caps.env)?;
+        let opts = punktfunk_desktop::vdisplay::DisplayOptions {
+            existing_output: ctx.prefs.existing_output.clone(),
+        };
+        let mut display = punktfunk_desktop::vdisplay::open(chosen.backend, &ctx.caps.env, &opts)?;
         Ok(Arc::new(Mutex::new(display.create(mode)?)))
     }
 
