@@ -6,10 +6,12 @@
 //! frame it shows and how late it is. Frames after an unrecoverable loss are not shown until a
 //! keyframe (requested at once) arrives, so a corrupted picture is never counted as shown.
 
+pub mod input_script;
+
 use anyhow::{bail, Context, Result};
 use punktfunk_core::control::{
-    ClientAction, ClientControl, ClientControlConfig, ClockEstimate, Codec, Hello, Message, Mode,
-    ReceiverStats, ScheduledReconfigure, Side, Welcome, PROTOCOL_VERSION,
+    datagram, ClientAction, ClientControl, ClientControlConfig, ClockEstimate, Codec, Hello,
+    Message, Mode, ReceiverStats, ScheduledReconfigure, Side, Welcome, PROTOCOL_VERSION,
 };
 use punktfunk_core::crypto::{packet_key, Sealer};
 use punktfunk_core::handshake::ClientHandshake;
@@ -56,6 +58,10 @@ pub struct ClientConfig {
     pub reconfigure: Option<(Duration, Mode)>,
     /// Name shown in host logs.
     pub name: String,
+    /// The app to run on the stream's output, by title or id (none: the desktop).
+    pub app: Option<String>,
+    /// Input events to send while streaming, in time order ([`input_script`]).
+    pub input: Vec<input_script::Scripted>,
 }
 
 /// Latency percentiles, milliseconds.
@@ -140,6 +146,8 @@ pub struct Report {
     pub receive_path_ms: Percentiles,
     /// Frames shown per decoded size (e.g. "1280x720": 600).
     pub sizes: std::collections::BTreeMap<String, u64>,
+    /// Scripted input events sent.
+    pub input_sent: u64,
     /// Why the session ended.
     pub end: String,
 }
@@ -231,6 +239,7 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
         bitrate_kbps: cfg.bitrate_kbps,
         fec_percent: cfg.fec_percent,
         client_name: cfg.name.clone(),
+        app: cfg.app.clone().unwrap_or_default(),
     };
     let mut hs = ClientHandshake::new(hello);
     let welcome: Welcome = loop {
@@ -276,6 +285,10 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
     // the clock offset is known, or early frames would get latencies against the wrong clock.
     let mut pending = Some(DataPlaneSetup::new(&cfg, &welcome, lost_tx)?);
     let mut data: Option<DataPlane> = None;
+    // Scripted input starts with streaming (once the clock is synced).
+    let mut input_start: Option<Instant> = None;
+    let mut input_next = 0usize;
+    let mut input_buf = Vec::new();
     let session = async {
         loop {
             while let Some(action) = cc.poll_action() {
@@ -292,6 +305,7 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
                             clock.offset_us;
                         if let Some(setup) = pending.take() {
                             data = Some(setup.start(&welcome, &shared, &stop, epoch)?);
+                            input_start = Some(Instant::now());
                         }
                     }
                     ClientAction::ModeChanged {
@@ -302,6 +316,26 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
                     ClientAction::End(ended) => return Ok::<_, anyhow::Error>(ended),
                 }
             }
+            // Every scripted event that is due goes out now, one datagram per due batch.
+            let input_due =
+                input_start.map(|t0| (t0, cfg.input.get(input_next).map(|s| t0 + s.at)));
+            if let Some((t0, Some(due))) = input_due {
+                if due <= Instant::now() {
+                    input_buf.clear();
+                    input_buf.push(datagram::INPUT);
+                    while let Some(s) = cfg.input.get(input_next) {
+                        if t0 + s.at > Instant::now() || input_buf.len() > 1000 {
+                            break;
+                        }
+                        s.event.encode(&mut input_buf);
+                        input_next += 1;
+                    }
+                    conn.send_datagram(bytes::Bytes::copy_from_slice(&input_buf))
+                        .context("sending input")?;
+                    continue;
+                }
+            }
+            let input_timer = input_due.and_then(|(_, due)| due);
             let timer = cc.poll_timeout();
             let sleep = async move {
                 match timer {
@@ -309,7 +343,14 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
                     None => std::future::pending().await,
                 }
             };
+            let input_sleep = async move {
+                match input_timer {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = input_sleep => {}
                 m = cs.recv() => feed(&mut cc, Instant::now(), m)?,
                 Some(first) = lost_rx.recv() => cc.handle_frames_lost(Instant::now(), first),
                 _ = sleep => cc.handle_timeout(Instant::now()),
@@ -384,6 +425,7 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
         decode_ms: l(&shared.decode_ms),
         receive_path_ms: l(&shared.recv_path_ms),
         sizes,
+        input_sent: input_next as u64,
         end: ended.to_string(),
     };
     Ok(report)

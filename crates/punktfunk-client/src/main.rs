@@ -72,6 +72,15 @@ struct ConnectArgs {
     /// Name the host shows in its logs.
     #[arg(long, default_value = "punktfunk-client")]
     name: String,
+    /// Send the input events in FILE while streaming: one per line, `MS EVENT ARGS` with MS
+    /// after streaming starts, e.g. `500 move 10 -5`, `600 abs 320 240 640 480`,
+    /// `700 button left down`, `800 scroll 0 -120`, `900 key 30 down shift`, `1000 text hello`.
+    #[arg(long, value_name = "FILE")]
+    input_script: Option<PathBuf>,
+    /// Run this app of the host's catalog (apps.toml) on the stream's output, by title or id;
+    /// it ends with the stream. Without it the stream shows the desktop as it is.
+    #[arg(long, value_name = "TITLE")]
+    app: Option<String>,
 }
 
 fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -146,6 +155,16 @@ fn connect_config(a: ConnectArgs, dir: PathBuf) -> Result<(ClientConfig, bool)> 
             ))
         }
     };
+    let input = match &a.input_script {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--input-script {}", path.display()))?;
+            punktfunk_client::input_script::parse(&text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--input-script {}", path.display()))?
+        }
+    };
     let cfg = ClientConfig {
         host,
         trust,
@@ -159,6 +178,8 @@ fn connect_config(a: ConnectArgs, dir: PathBuf) -> Result<(ClientConfig, bool)> 
         data_via: a.data_via,
         reconfigure,
         name: a.name,
+        app: a.app,
+        input,
     };
     Ok((cfg, a.json))
 }

@@ -67,7 +67,11 @@ impl Drop for Host {
 }
 
 fn start_host(extra: &[&str]) -> Host {
-    let dir = tempfile::tempdir().unwrap();
+    start_host_in(tempfile::tempdir().unwrap(), extra)
+}
+
+/// [`start_host`] with the config directory `dir` (prepared by the test: apps.toml, …).
+fn start_host_in(dir: tempfile::TempDir, extra: &[&str]) -> Host {
     let mut child = Command::new(host_bin())
         .args([
             "--config-dir",
@@ -491,6 +495,55 @@ fn sigterm_mid_stream_ends_the_session_with_a_shutdown_bye_and_the_host_exits_cl
 }
 
 #[test]
+fn a_named_app_runs_for_the_stream_its_exit_ends_it_and_an_unknown_one_is_refused() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("apps.toml"),
+        "[[app]]\nid = 1\ntitle = \"Desktop\"\n\n[[app]]\nid = 2\ntitle = \"Short\"\ncommand = [\"sleep\", \"2\"]\n",
+    )
+    .unwrap();
+    let host = start_host_in(dir, &["--sessions", "2"]);
+    let cfg = tempfile::tempdir().unwrap();
+    let pin = host.fingerprint.clone();
+    let script = cfg.path().join("input.txt");
+    std::fs::write(
+        &script,
+        "100 move 5 5\n200 key 30 down\n250 key 30 up\n300 text hi\n",
+    )
+    .unwrap();
+    let base = ["--mode", "320x180@30", "--seconds", "30", "--pin", &pin];
+    let mut args = base.to_vec();
+    args.extend(["--app", "short", "--input-script", script.to_str().unwrap()]);
+    let r = client(&host, cfg.path(), &args);
+    assert!(r.ok, "{}", r.stderr);
+    let rep = &r.report;
+    let end = rep["end"].as_str().unwrap_or_default();
+    assert!(end.contains("the app exited"), "{end:?}: {rep}");
+    assert!(
+        rep["seconds"].as_f64().unwrap() < 15.0,
+        "the app's end, not the client's 30 s: {rep}"
+    );
+    assert!(n(rep, "frames_decoded") > 10, "{rep}");
+    assert_eq!(
+        n(rep, "input_sent"),
+        5,
+        "every scripted event went out: {rep}"
+    );
+
+    let mut args = base.to_vec();
+    args.extend(["--app", "Minesweeper"]);
+    let r = client(&host, cfg.path(), &args);
+    assert!(!r.ok);
+    assert!(
+        r.stderr
+            .contains("the host has no app \"Minesweeper\" (it has \"Desktop\", \"Short\")"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn bad_flags_are_clear_errors() {
     let _serial = serial();
     let cfg = tempfile::tempdir().unwrap();
@@ -511,5 +564,9 @@ fn bad_flags_are_clear_errors() {
     assert!(!ok && e.contains("unknown codec"), "{e}");
     let (ok, e) = run(&["127.0.0.1:1", "--seconds=-1"]);
     assert!(!ok && e.contains("--seconds"), "{e}");
+    let script = cfg.path().join("bad.txt");
+    std::fs::write(&script, "10 move 1 2\n20 wiggle\n").unwrap();
+    let (ok, e) = run(&["127.0.0.1:1", "--input-script", script.to_str().unwrap()]);
+    assert!(!ok && e.contains("line 2: unknown event \"wiggle\""), "{e}");
     let _ = Duration::ZERO;
 }

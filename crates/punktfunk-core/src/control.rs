@@ -266,6 +266,8 @@ pub struct Hello {
     pub fec_percent: Option<u8>,
     /// Client identity shown in host logs (a name; authentication is the TLS layer's job).
     pub client_name: String,
+    /// The app to run on the stream's output, by title or id (empty: the desktop as it is).
+    pub app: String,
 }
 
 /// One direction's packet key.
@@ -491,6 +493,7 @@ impl Message {
                 w.u32(h.bitrate_kbps);
                 w.u8(h.fec_percent.map_or(0xFF, |p| p.min(200)));
                 w.str(&h.client_name);
+                w.str(&h.app);
             }
             Message::Welcome(m) => {
                 w.u8(ty::WELCOME);
@@ -598,6 +601,12 @@ impl Message {
                     _ => return Err(r.invalid("fec percent")),
                 };
                 let client_name = r.str()?;
+                // Added after the first version: a Hello that ends here names no app.
+                let app = if r.remaining() > 0 {
+                    r.str()?
+                } else {
+                    String::new()
+                };
                 Message::Hello(Hello {
                     version,
                     mode,
@@ -605,6 +614,7 @@ impl Message {
                     bitrate_kbps,
                     fec_percent,
                     client_name,
+                    app,
                 })
             }
             ty::WELCOME => {
@@ -791,6 +801,9 @@ impl<'a> Reader<'a> {
     fn invalid(&self, field: &'static str) -> DecodeError {
         DecodeError::Invalid { ty: self.ty, field }
     }
+    fn remaining(&self) -> usize {
+        self.buf.len()
+    }
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
@@ -839,6 +852,7 @@ mod tests {
                 bitrate_kbps: 20_000,
                 fec_percent: Some(20),
                 client_name: "wohnzimmer ✓".into(),
+                app: "Steam".into(),
             }),
             Message::Welcome(Welcome {
                 version: 1,
@@ -946,6 +960,25 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_from_before_apps_names_none() {
+        let hello = Hello {
+            version: 1,
+            mode: Mode::new(1280, 720, 60),
+            codecs: vec![Codec::H264],
+            bitrate_kbps: 0,
+            fec_percent: None,
+            client_name: "old".into(),
+            app: String::new(),
+        };
+        let mut bytes = Message::Hello(hello.clone()).to_bytes();
+        // Without the app field (its u16 length of 0): what a first-version client sends.
+        bytes.truncate(bytes.len() - 2);
+        let len = (bytes.len() - 4) as u32;
+        bytes[..4].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(Message::decode_body(&bytes[4..]), Ok(Message::Hello(hello)));
+    }
+
+    #[test]
     fn bad_lengths_and_truncation_are_errors() {
         let mut r = MessageReader::new();
         r.push(&u32::MAX.to_le_bytes());
@@ -962,8 +995,16 @@ mod tests {
             for cut in 1..b.len() - 4 {
                 let res = Message::decode_body(&b[4..4 + cut]);
                 if let Ok(got) = res {
+                    // A Hello cut just before its optional app field is a Hello naming none.
+                    let without_app = match &m {
+                        Message::Hello(h) => Message::Hello(Hello {
+                            app: String::new(),
+                            ..h.clone()
+                        }),
+                        other => other.clone(),
+                    };
                     assert!(
-                        matches!(m, Message::Unknown { .. }) || got == m,
+                        matches!(m, Message::Unknown { .. }) || got == m || got == without_app,
                         "{m:?} cut {cut} gave {got:?}"
                     );
                 }
@@ -977,6 +1018,7 @@ mod tests {
             bitrate_kbps: 0,
             fec_percent: None,
             client_name: String::new(),
+            app: String::new(),
         })
         .to_bytes();
         hello[4 + 1 + 2 + 12..4 + 1 + 2 + 12 + 2].copy_from_slice(&5000u16.to_le_bytes());

@@ -468,6 +468,7 @@ mod tests {
             bitrate_kbps: 500_000,
             fec_percent: None,
             client_name: "test".into(),
+            app: String::new(),
         }
     }
 

@@ -87,6 +87,7 @@ impl Pair {
             bitrate_kbps: 0,
             fec_percent: None,
             client_name: "pair".into(),
+            app: String::new(),
         });
         let mut n = 0u8;
         let mut rnd = |b: &mut [u8]| {

@@ -15,6 +15,7 @@
 //! - [`mdns`]: service discovery.
 
 pub mod aids;
+pub mod apps;
 pub mod caps;
 pub mod config;
 pub mod control;

@@ -123,6 +123,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         prefer_hardware: cfg.prefer_hardware,
         stats_json: cfg.stats_json.clone(),
         epoch: Instant::now(),
+        apps: Arc::new(crate::apps::Catalog::load(&cfg.config_dir)?),
     });
     let endpoint = server_endpoint(cfg.listen, &identity).context("binding the QUIC endpoint")?;
     let listen = endpoint.local_addr()?;

@@ -164,7 +164,7 @@ struct InFlight {
 /// #     let mut host = HostHandshake::new(policy.clone());
 /// #     let mut client = ClientHandshake::new(Hello {
 /// #         version: PROTOCOL_VERSION, mode: Mode::new(1280, 720, 60), codecs: vec![Codec::H264],
-/// #         bitrate_kbps: 0, fec_percent: None, client_name: "doc".into(),
+/// #         bitrate_kbps: 0, fec_percent: None, client_name: "doc".into(), app: String::new(),
 /// #     });
 /// #     let mut rnd = |b: &mut [u8]| b.fill(7);
 /// #     while let Some(m) = client.poll_message() { host.handle(m, &mut rnd); }
@@ -999,6 +999,7 @@ mod tests {
             bitrate_kbps: 0,
             fec_percent: None,
             client_name: "again".into(),
+            app: String::new(),
         });
         for msg in [
             hello,

@@ -150,6 +150,8 @@ pub struct HostContext {
     pub stats_json: Option<std::path::PathBuf>,
     /// The host clock's zero (capture times count from it).
     pub epoch: Instant,
+    /// The apps clients may launch (read once at start).
+    pub apps: Arc<crate::apps::Catalog>,
 }
 
 impl std::fmt::Debug for HostContext {

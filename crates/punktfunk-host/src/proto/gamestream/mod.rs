@@ -13,7 +13,6 @@
 //! nvhttp. That is weaker than punktfunk/1, which is why it is off unless asked for
 //! (`serve --gamestream`).
 
-pub mod apps;
 pub mod clients;
 pub mod nvhttp;
 pub mod rtsp;

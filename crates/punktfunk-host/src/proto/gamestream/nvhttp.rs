@@ -10,8 +10,8 @@
 //! within a minute lock pairing for a minute) is [`PairingGate`]'s; this file only wakes the
 //! waiting request and stores the paired certificate.
 
-use super::apps::{self, Catalog};
 use super::clients::ClientStore;
+use crate::apps::{self, Catalog};
 use crate::net::Acceptor;
 use crate::session::app::{AppSession, OutputHandle};
 use anyhow::{Context, Result};
@@ -97,7 +97,7 @@ struct Inner {
     uuid: String,
     host: HostCredentials,
     store: ClientStore,
-    apps: Catalog,
+    apps: Arc<Catalog>,
     http_port: u16,
     https_port: u16,
     rtsp_port: u16,
@@ -145,7 +145,7 @@ impl GameStream {
         let https = TcpListener::bind((cfg.bind, https_port))
             .await
             .with_context(|| format!("binding nvhttp (HTTPS) on {}:{https_port}", cfg.bind))?;
-        let apps = Catalog::load(&cfg.config_dir)?;
+        let apps = cfg.ctx.apps.clone();
         tracing::info!(
             http = cfg.base_port,
             https = https_port,

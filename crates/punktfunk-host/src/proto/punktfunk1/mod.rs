@@ -9,6 +9,7 @@ pub mod dataplane;
 
 use crate::plan::{self, StreamRequest};
 use crate::serve::ServeConfig;
+use crate::session::app::{AppSession, OutputHandle};
 use crate::session::registry::Protocol;
 use crate::session::video::{
     thread_cpu_us, EncodeSettings, Encoded, FrameSink, SinkTimes, VideoError,
@@ -16,7 +17,7 @@ use crate::session::video::{
 use crate::session::{self, Counters, HostContext, Session, Sinks};
 use anyhow::{Context, Result};
 use dataplane::{DataPlane, Destination};
-use punktfunk_core::control::{ByeReason, Codec, HostAction, HostControl, Message, Welcome};
+use punktfunk_core::control::{ByeReason, Codec, Hello, HostAction, HostControl, Message, Welcome};
 use punktfunk_core::crypto::{packet_key, Opener};
 use punktfunk_core::fec::FecPolicy;
 use punktfunk_core::handshake::{HostHandshake, HostPolicy};
@@ -24,9 +25,11 @@ use punktfunk_core::packetizer::{
     FrameMeta, PacketBatch, PacketizerConfig, STREAM_MIN_DATA_SHARDS, STREAM_MIN_SHARD_LEN,
 };
 use punktfunk_core::session::SendSession;
+use punktfunk_desktop::vdisplay;
 use punktfunk_net::UdpSocket;
 use punktfunk_quic::ControlStream;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long the host waits, after a session's last message, for the client to close the
@@ -135,9 +138,9 @@ async fn serve_connection(
         welcome.client_to_host.salt,
     )?;
     let dest = data.register(welcome.session_id, Opener::new(c2h));
-    let started = start_session(ctx, &welcome, &hello.client_name, dest, data.socket());
-    let session = match started {
-        Ok(s) => Arc::new(s),
+    let started = start_session(ctx, &welcome, &hello, dest, data.socket());
+    let (session, app) = match started {
+        Ok((s, app)) => (Arc::new(s), app),
         Err(e) => {
             data.unregister(welcome.session_id);
             let (reason, message) = match &e {
@@ -146,6 +149,10 @@ async fn serve_connection(
                     format!("cannot serve this stream: {r}"),
                 ),
                 StartError::Session(e) => (ByeReason::INTERNAL, format!("cannot start video: {e}")),
+                StartError::NoApp(_) => (ByeReason::UNSUPPORTED, e.to_string()),
+                StartError::Display(_) | StartError::Launch(_) => {
+                    (ByeReason::INTERNAL, e.to_string())
+                }
             };
             let _ = cs.send(&Message::Bye { reason, message }).await;
             anyhow::bail!("{e}");
@@ -153,10 +160,14 @@ async fn serve_connection(
     };
     session.register(ticket);
     let hc = HostControl::new(&welcome, hs.policy().clone(), ctx.epoch, Instant::now());
-    let result = control_loop(&conn, &mut cs, &session, hc, &mut stop).await;
+    let result = control_loop(&conn, &mut cs, &session, app.as_ref(), hc, &mut stop).await;
     data.unregister(welcome.session_id);
     let stats = session.stats();
+    // The stream first, then the app, then (with the last handle) its output.
     drop(session);
+    if let Some(mut a) = app {
+        a.app.end();
+    }
     stats.log_end(match &result {
         Ok(r) => r.as_str(),
         Err(_) => "error",
@@ -174,19 +185,38 @@ enum StartError {
     Plan(#[from] plan::Refusal),
     #[error("{0}")]
     Session(#[from] session::SessionError),
+    #[error("the host has no app {0}")]
+    NoApp(String),
+    #[error("cannot create the app's output: {0}")]
+    Display(String),
+    #[error("cannot start the app: {0}")]
+    Launch(#[from] session::app::LaunchError),
 }
 
-/// Resolves the plan of a punktfunk/1 stream and starts its session.
+/// The app a punktfunk/1 stream runs, and whether it has exited by itself.
+struct StreamApp {
+    app: AppSession,
+    exited: Arc<AtomicBool>,
+}
+
+/// Resolves the plan of a punktfunk/1 stream and starts its session, and the app the client
+/// named on the stream's output.
 fn start_session(
     ctx: &HostContext,
     w: &Welcome,
-    client: &str,
+    hello: &Hello,
     dest: Destination,
     sock: Arc<UdpSocket>,
-) -> Result<Session, StartError> {
+) -> Result<(Session, Option<StreamApp>), StartError> {
+    let app = match hello.app.trim() {
+        "" => None,
+        name => Some(ctx.apps.find(name).cloned().ok_or_else(|| {
+            StartError::NoApp(format!("{name:?} (it has {})", ctx.apps.titles()))
+        })?),
+    };
     let request = StreamRequest {
         protocol: Protocol::Punktfunk1,
-        client: client.to_string(),
+        client: hello.client_name.clone(),
         session: format!("{:016x}", w.session_id),
         mode: w.mode,
         codec: w.codec,
@@ -194,11 +224,40 @@ fn start_session(
         colour: punktfunk_media::Colour::default(),
         slices: 1,
         audio: None,
-        app: None,
+        app: app.as_ref().map(|a| a.title.clone()),
     };
     let plan = plan::resolve(request, &ctx.caps, &ctx.prefs)?;
     plan.log();
-    let parts = session::open_parts(&plan, &ctx.caps.env, None, ctx.epoch)?;
+    // An app gets the output first and starts on it before capture does, so the stream opens
+    // on the app's first pictures.
+    let stream_app = match &app {
+        None => None,
+        Some(a) => {
+            let mut display =
+                vdisplay::open(plan.display.backend, &ctx.caps.env, &plan.display_options)
+                    .map_err(|e| StartError::Display(e.to_string()))?;
+            let output: OutputHandle = Arc::new(Mutex::new(
+                display
+                    .create(plan.request.mode)
+                    .map_err(|e| StartError::Display(e.to_string()))?,
+            ));
+            let exited = Arc::new(AtomicBool::new(false));
+            let flag = exited.clone();
+            let app = AppSession::launch_with(
+                &a.title,
+                a.command.as_deref(),
+                output,
+                &session::app::host_env(ctx.epoch),
+                Box::new(move |status| {
+                    tracing::info!(%status, "the stream's app exited");
+                    flag.store(true, Ordering::Relaxed);
+                }),
+            )?;
+            Some(StreamApp { app, exited })
+        }
+    };
+    let output = stream_app.as_ref().map(|a| a.app.output().clone());
+    let parts = session::open_parts(&plan, &ctx.caps.env, output, ctx.epoch)?;
     let sink = DataPlaneSink::new(w, sock, dest.clone()).map_err(session::SessionError::Video)?;
     let settings = EncodeSettings {
         codec: w.codec,
@@ -208,7 +267,7 @@ fn start_session(
         epoch: ctx.epoch,
         min_interval: plan.min_frame_interval,
     };
-    Ok(Session::start(
+    let session = Session::start(
         plan,
         parts,
         Sinks {
@@ -218,7 +277,8 @@ fn start_session(
         },
         settings,
         Arc::new(Counters::default()),
-    )?)
+    )?;
+    Ok((session, stream_app))
 }
 
 /// Serves one established session: a thin driver around the sans-IO [`HostControl`], which
@@ -228,6 +288,7 @@ async fn control_loop(
     conn: &punktfunk_quic::quinn::Connection,
     cs: &mut ControlStream,
     session: &Session,
+    app: Option<&StreamApp>,
     mut hc: HostControl,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<String> {
@@ -281,6 +342,8 @@ async fn control_loop(
             _ = watch.tick() => {
                 if let Some(e) = session.failure() {
                     hc.handle_pipeline_failed(Instant::now(), &e);
+                } else if app.is_some_and(|a| a.exited.load(Ordering::Relaxed)) {
+                    hc.shutdown(Instant::now(), ByeReason::NORMAL, "the app exited");
                 }
             }
             _ = stop.changed() => hc.shutdown(Instant::now(), ByeReason::SHUTDOWN, "the host is shutting down"),

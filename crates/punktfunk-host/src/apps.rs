@@ -1,4 +1,6 @@
-//! The app catalog GameStream clients list and launch.
+//! The app catalog clients list and launch: GameStream's app list, and the app a punktfunk/1
+//! client names in its Hello. An app runs on the stream's own output (its display
+//! variables) for as long as the client wants it.
 //!
 //! Read once at start from `apps.toml` in the config directory:
 //!
@@ -112,6 +114,24 @@ impl Catalog {
     pub fn get(&self, id: u32) -> Option<&App> {
         self.apps.iter().find(|a| a.id == id)
     }
+
+    /// The app a client names: its title (case-insensitive) or its id.
+    pub fn find(&self, name: &str) -> Option<&App> {
+        let name = name.trim();
+        self.apps
+            .iter()
+            .find(|a| a.title.eq_ignore_ascii_case(name))
+            .or_else(|| name.parse().ok().and_then(|id| self.get(id)))
+    }
+
+    /// Every title, for messages.
+    pub fn titles(&self) -> String {
+        self.apps
+            .iter()
+            .map(|a| format!("{:?}", a.title))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The PNG for an app: its image file, or a generated picture (box-art proportions, a colour
@@ -170,6 +190,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.apps().len(), 2);
         assert_eq!(c.get(7).unwrap().command.as_ref().unwrap()[0], "steam");
+        assert_eq!(c.find("steam").unwrap().id, 7);
+        assert_eq!(c.find("1").unwrap().title, "Desktop");
+        assert!(c.find("Minesweeper").is_none());
+        assert_eq!(c.titles(), "\"Desktop\", \"Steam\"");
         for bad in [
             "",
             "[[app]]\nid = 0\ntitle = \"x\"",
