@@ -60,6 +60,9 @@ pub struct ClientConfig {
     pub name: String,
     /// The app to run on the stream's output, by title or id (none: the desktop).
     pub app: Option<String>,
+    /// The pictures carry an app's stamps (the desktop probe's), not the host's: a stamp's
+    /// frame number only has to grow, and its time is when the app drew it.
+    pub app_stamps: bool,
     /// Input events to send while streaming, in time order ([`input_script`]).
     pub input: Vec<input_script::Scripted>,
 }
@@ -148,6 +151,10 @@ pub struct Report {
     pub sizes: std::collections::BTreeMap<String, u64>,
     /// Scripted input events sent.
     pub input_sent: u64,
+    /// With app stamps: distinct app pictures shown (a repeated picture counts once).
+    pub app_frames: u64,
+    /// With app stamps: the app drew the picture → decoded at the client.
+    pub app_render_to_decoded_ms: Percentiles,
     /// Why the session ended.
     pub end: String,
 }
@@ -182,6 +189,13 @@ impl Report {
             "  capture -> decoded     {}\n",
             p(&self.capture_to_decoded_ms)
         );
+        if self.app_frames > 0 {
+            s += &format!(
+                "  app render -> decoded  {}   ({} app pictures)\n",
+                p(&self.app_render_to_decoded_ms),
+                self.app_frames
+            );
+        }
         s += &format!("  receive path           {}\n", p(&self.receive_path_ms));
         s += &format!("  decode                 {}\n", p(&self.decode_ms));
         s += &format!("ended: {}\n", self.end);
@@ -204,6 +218,9 @@ struct Shared {
     /// CPU time of the receive path (authenticate, reassemble, FEC) per frame.
     recv_path_ms: Mutex<Vec<f64>>,
     decoded_ms: Mutex<Vec<f64>>,
+    app_stamps: AtomicBool,
+    app_frames: AtomicU64,
+    app_ms: Mutex<Vec<f64>>,
     decode_ms: Mutex<Vec<f64>>,
     sizes: Mutex<std::collections::BTreeMap<String, u64>>,
     last_frame: Mutex<Option<DecodedFrame>>,
@@ -279,6 +296,7 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
     };
     let mut cc = ClientControl::new(&welcome, control_cfg, epoch, Instant::now());
     let shared = Arc::new(Shared::default());
+    shared.app_stamps.store(cfg.app_stamps, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
     // Bound and opened now so a bad path fails before anything streams; the threads start once
@@ -426,6 +444,8 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
         receive_path_ms: l(&shared.recv_path_ms),
         sizes,
         input_sent: input_next as u64,
+        app_frames: shared.app_frames.load(Ordering::Relaxed),
+        app_render_to_decoded_ms: l(&shared.app_ms),
         end: ended.to_string(),
     };
     Ok(report)
@@ -662,6 +682,46 @@ fn receive_loop(
     Ok(rx.stats())
 }
 
+/// Checks a picture an app stamped: its frame number never goes back; a new one is timed from
+/// when the app drew it.
+fn app_stamp(
+    shared: &Shared,
+    stamp: Option<punktfunk_media::Stamp>,
+    f: &Received,
+    d: &DecodedFrame,
+    last: &mut Option<u32>,
+    done: Instant,
+    epoch: Instant,
+) {
+    let Some(s) = stamp else {
+        tracing::warn!(index = f.index, "decoded frame carries no readable app stamp");
+        shared.frames_corrupt.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    shared.frames_decoded.fetch_add(1, Ordering::Relaxed);
+    let push = |m: &Mutex<Vec<f64>>, v: f64| m.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+    push(&shared.decoded_ms, latency_ms(shared, f.capture_us, done, epoch));
+    *shared
+        .sizes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(format!("{}x{}", d.width, d.height))
+        .or_default() += 1;
+    match *last {
+        Some(l) if s.frame < l => {
+            tracing::warn!(index = f.index, stamp = s.frame, last = l, "app stamp went back");
+            shared.frames_out_of_order.fetch_add(1, Ordering::Relaxed);
+        }
+        // The same picture again (an idle app, the host's repeat): not a new render.
+        Some(l) if s.frame == l => {}
+        _ => {
+            shared.app_frames.fetch_add(1, Ordering::Relaxed);
+            push(&shared.app_ms, latency_ms(shared, s.capture_us, done, epoch));
+        }
+    }
+    *last = Some(s.frame);
+}
+
 fn decode_loop(codec: Codec, frames: mpsc::Receiver<Received>, shared: &Shared, epoch: Instant) {
     let mut decoder = match Decoder::new(codec) {
         Ok(d) => d,
@@ -711,7 +771,13 @@ fn decode_loop(codec: Codec, frames: mpsc::Receiver<Received>, shared: &Shared, 
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(done.duration_since(t).as_secs_f64() * 1000.0);
-            match read_stamp_luma(&d.y, d.y_stride, d.width, d.height) {
+            let stamp = read_stamp_luma(&d.y, d.y_stride, d.width, d.height);
+            if shared.app_stamps.load(Ordering::Relaxed) {
+                app_stamp(shared, stamp, &f, &d, &mut last_stamp, done, epoch);
+                *shared.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+                continue;
+            }
+            match stamp {
                 Some(s) if s.frame == f.index && s.capture_us == f.capture_us => {
                     if last_stamp.is_some_and(|l| s.frame <= l) {
                         shared.frames_out_of_order.fetch_add(1, Ordering::Relaxed);

@@ -81,6 +81,11 @@ struct ConnectArgs {
     /// it ends with the stream. Without it the stream shows the desktop as it is.
     #[arg(long, value_name = "TITLE")]
     app: Option<String>,
+    /// The pictures carry the stamps of an app drawing them (punktfunk-desktop-probe), not the
+    /// host's test pattern: check that they only move forward and time each new one from when
+    /// the app drew it (app render -> decoded).
+    #[arg(long)]
+    app_stamps: bool,
 }
 
 fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -179,6 +184,7 @@ fn connect_config(a: ConnectArgs, dir: PathBuf) -> Result<(ClientConfig, bool)> 
         reconfigure,
         name: a.name,
         app: a.app,
+        app_stamps: a.app_stamps,
         input,
     };
     Ok((cfg, a.json))
