@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | [`vdisplay`] | [`VirtualDisplay`] → RAII [`Output`] | `existing` (the desktop as it is) |
 //! | [`capture`] | [`FrameSource`] | `testpattern` (BGRx, clocked like a compositor) |
-//! | [`inject`] | [`InputInjector`] | `log` (counts and logs) |
+//! | [`inject`] | [`InputInjector`] | `log` (counts and logs), `wlr` (wlroots virtual pointer and keyboard) |
 //! | [`audio`] | [`AudioSource`] | `tone` (a sine per channel on a simulated device clock) |
 //!
 //! The desktops these machines cannot run yet (sway, GNOME/Mutter, Xorg) are still probed from

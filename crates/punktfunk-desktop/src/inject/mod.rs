@@ -1,8 +1,9 @@
 //! Input injectors: where the client's input events go on the host.
 //!
-//! Backends: [`log`] (counts and logs every event; what the test pattern uses). wlr virtual
-//! pointer/keyboard, Mutter RemoteDesktop, XTEST and uinput are probed from the environment;
-//! their backends are not in this build yet.
+//! Backends: [`log`] (counts and logs every event; what the test pattern uses) and [`wlr`]
+//! (wlroots virtual pointer and keyboard: sway and other wlroots compositors; keys, pointer,
+//! buttons 1 to 5, wheel and text, no touch or gamepads). Mutter RemoteDesktop, XTEST and
+//! uinput are probed from the environment; their backends are not in this build yet.
 //!
 //! An injector runs on the session's input thread behind a bounded queue, so a slow backend
 //! never stalls the network thread. [`InputInjector::release_all`] is called at every session
@@ -154,6 +155,11 @@ impl Held {
                     down: false,
                 });
         keys.chain(buttons).collect()
+    }
+
+    /// The keys held, in code order.
+    pub fn keys(&self) -> impl Iterator<Item = u16> + '_ {
+        self.keys.iter().copied()
     }
 
     /// Whether nothing is held.

@@ -17,12 +17,16 @@ pub fn probe(backend: InjectorBackend, env: &DesktopEnv) -> Probe {
     };
     match backend {
         InjectorBackend::Log => Probe::Available,
-        InjectorBackend::Wlr => match (&env.wayland_display, &env.swaysock) {
-            (Some(_), Some(_)) => not_built("a wlroots compositor (sway) is running"),
-            (Some(_), None) => Probe::Unavailable(
+        InjectorBackend::Wlr => match (crate::wayland::socket_path(env), &env.swaysock) {
+            (Err(why), _) => Probe::Unavailable(why),
+            (Ok(path), _) if !path.exists() => Probe::Unavailable(format!(
+                "the Wayland socket {} does not exist",
+                path.display()
+            )),
+            (Ok(_), Some(_)) => Probe::Available,
+            (Ok(_), None) => Probe::Unavailable(
                 "a Wayland display is named, but no sway session (SWAYSOCK is not set)".into(),
             ),
-            _ => Probe::Unavailable("no Wayland display (WAYLAND_DISPLAY is not set)".into()),
         },
         InjectorBackend::Mutter => {
             if env.desktop_is("GNOME") && env.dbus_session.is_some() {
@@ -118,12 +122,38 @@ mod tests {
         let sway =
             DesktopEnv::from_vars([("WAYLAND_DISPLAY", "wayland-1"), ("SWAYSOCK", "/tmp/s")]);
         let Probe::Unavailable(r) = probe(InjectorBackend::Wlr, &sway) else {
-            panic!("no wlr injector in this build");
+            panic!("a display name without a runtime dir is no socket");
         };
-        assert!(
-            r.starts_with("a wlroots compositor (sway) is running"),
-            "{r}"
-        );
+        assert!(r.contains("XDG_RUNTIME_DIR is not set"), "{r}");
+        // A socket that exists, with and without sway's IPC socket named.
+        let dir = std::env::temp_dir().join(format!("pf-inject-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("wayland-9"), b"").unwrap();
+        let runtime = dir.display().to_string();
+        let live = DesktopEnv::from_vars([
+            ("XDG_RUNTIME_DIR", runtime.as_str()),
+            ("WAYLAND_DISPLAY", "wayland-9"),
+            ("SWAYSOCK", "/tmp/s"),
+        ]);
+        assert_eq!(probe(InjectorBackend::Wlr, &live), Probe::Available);
+        let not_sway = DesktopEnv::from_vars([
+            ("XDG_RUNTIME_DIR", runtime.as_str()),
+            ("WAYLAND_DISPLAY", "wayland-9"),
+        ]);
+        let Probe::Unavailable(r) = probe(InjectorBackend::Wlr, &not_sway) else {
+            panic!("no sway session");
+        };
+        assert!(r.contains("SWAYSOCK is not set"), "{r}");
+        let gone = DesktopEnv::from_vars([
+            ("XDG_RUNTIME_DIR", runtime.as_str()),
+            ("WAYLAND_DISPLAY", "wayland-8"),
+            ("SWAYSOCK", "/tmp/s"),
+        ]);
+        let Probe::Unavailable(r) = probe(InjectorBackend::Wlr, &gone) else {
+            panic!("no socket");
+        };
+        assert!(r.contains("does not exist"), "{r}");
+        std::fs::remove_dir_all(&dir).unwrap();
         let inj = open(InjectorBackend::Log, &sway, &CaptureTarget::Desktop).unwrap();
         assert_eq!(inj.capabilities(), capabilities(InjectorBackend::Log));
         assert!(open(InjectorBackend::Uinput, &sway, &CaptureTarget::Desktop).is_err());
