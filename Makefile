@@ -12,11 +12,15 @@ deps:
 build: deps
 	$(CARGO) build --workspace --release
 
-# The main job: a host and a client on loopback over punktfunk/1 (x264 video, FEC, AES-GCM),
-# the client's report of every frame, the stream file and a decoded frame in demo-out/.
-# Variables for scripts/demo.sh: MODE, SECONDS_TO_RUN, CODEC, BITRATE, IMPAIR (e.g. loss=5%), FEC, OUT.
+# The main job: a private headless sway, the host giving the client its own output with the
+# desktop probe app on it, and the client over punktfunk/1 (x264 video, FEC, AES-GCM): the
+# client's report of every frame (app render -> decoded latency), the stream file, a decoded
+# frame and the app's input log in demo-out/.
+# Variables for scripts/demo.sh: DESKTOP (sway, existing, none), MODE, SECONDS_TO_RUN, CODEC,
+# BITRATE, IMPAIR (e.g. loss=5%), FEC, OUT.
 demo: deps
-	$(CARGO) build --release -p punktfunk-host -p punktfunk-client -p punktfunk-impair
+	$(CARGO) build --release -p punktfunk-host -p punktfunk-client -p punktfunk-impair \
+		-p punktfunk-desktop-probe -p punktfunk-testenv
 	./scripts/demo.sh
 
 # The loss harness: loss rate x burstiness x FEC over the real data plane (virtual time).

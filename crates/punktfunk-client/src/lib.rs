@@ -694,13 +694,19 @@ fn app_stamp(
     epoch: Instant,
 ) {
     let Some(s) = stamp else {
-        tracing::warn!(index = f.index, "decoded frame carries no readable app stamp");
+        tracing::warn!(
+            index = f.index,
+            "decoded frame carries no readable app stamp"
+        );
         shared.frames_corrupt.fetch_add(1, Ordering::Relaxed);
         return;
     };
     shared.frames_decoded.fetch_add(1, Ordering::Relaxed);
     let push = |m: &Mutex<Vec<f64>>, v: f64| m.lock().unwrap_or_else(|e| e.into_inner()).push(v);
-    push(&shared.decoded_ms, latency_ms(shared, f.capture_us, done, epoch));
+    push(
+        &shared.decoded_ms,
+        latency_ms(shared, f.capture_us, done, epoch),
+    );
     *shared
         .sizes
         .lock()
@@ -709,14 +715,22 @@ fn app_stamp(
         .or_default() += 1;
     match *last {
         Some(l) if s.frame < l => {
-            tracing::warn!(index = f.index, stamp = s.frame, last = l, "app stamp went back");
+            tracing::warn!(
+                index = f.index,
+                stamp = s.frame,
+                last = l,
+                "app stamp went back"
+            );
             shared.frames_out_of_order.fetch_add(1, Ordering::Relaxed);
         }
         // The same picture again (an idle app, the host's repeat): not a new render.
         Some(l) if s.frame == l => {}
         _ => {
             shared.app_frames.fetch_add(1, Ordering::Relaxed);
-            push(&shared.app_ms, latency_ms(shared, s.capture_us, done, epoch));
+            push(
+                &shared.app_ms,
+                latency_ms(shared, s.capture_us, done, epoch),
+            );
         }
     }
     *last = Some(s.frame);

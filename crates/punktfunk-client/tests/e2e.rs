@@ -20,35 +20,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn client_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_punktfunk-client"))
-}
+mod common;
+use common::client_bin;
 
-/// The host binary from the same target directory. `cargo test --workspace` builds it (the
-/// host package has integration tests); when only this package is tested it is built here.
 fn host_bin() -> PathBuf {
-    let path = client_bin().with_file_name("punktfunk-host");
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(|| {
-        if path.exists() {
-            return;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = client_bin()
-            .parent()
-            .is_some_and(|d| d.ends_with("release"));
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "punktfunk-host"]);
-        if release {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().expect("running cargo build").success(),
-            "building punktfunk-host failed"
-        );
-    });
-    assert!(path.exists(), "{} missing", path.display());
-    path
+    common::sibling_bin("punktfunk-host", "punktfunk-host")
 }
 
 struct Host {
