@@ -154,6 +154,7 @@ fn an_idle_desktop_produces_no_frames_until_the_deadline() {
     {
         assert!(Instant::now() < settle_end, "the picture never settles");
     }
+    let cpu_before = screencopy_cpu_ticks();
     for _ in 0..2 {
         let t = Instant::now();
         let got = src.next_frame(t + Duration::from_millis(500)).unwrap();
@@ -164,6 +165,12 @@ fn an_idle_desktop_produces_no_frames_until_the_deadline() {
             "{waited:?}"
         );
     }
+    // Waiting is waiting: the capture thread sleeps in poll, it does not spin.
+    let spent = screencopy_cpu_ticks() - cpu_before;
+    assert!(
+        spent <= 2,
+        "the capture thread used {spent} ticks while idle"
+    );
     // A source opened on the idle desktop still starts with a picture.
     let mut second = open(&sway);
     wait_for(&mut *second, Duration::from_secs(2), |f| {
@@ -270,6 +277,22 @@ fn screencopy_threads() -> usize {
             std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "screencopy")
         })
         .count()
+}
+
+/// User and system CPU time of the capture threads, in clock ticks.
+fn screencopy_cpu_ticks() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(screencopy)"))
+        .map(|stat| {
+            // Fields after the parenthesised name: state is the 3rd, utime the 14th.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        })
+        .sum()
 }
 
 #[test]
