@@ -5,13 +5,13 @@
 //!
 //! | edge | trait | backends today |
 //! |---|---|---|
-//! | [`vdisplay`] | [`VirtualDisplay`] → RAII [`Output`] | `existing` (the desktop as it is) |
-//! | [`capture`] | [`FrameSource`] | `testpattern` (BGRx, clocked like a compositor) |
-//! | [`inject`] | [`InputInjector`] | `log` (counts and logs), `wlr` (wlroots virtual pointer and keyboard) |
+//! | [`vdisplay`] | [`VirtualDisplay`] → RAII [`Output`] | `sway` (a headless output per stream), `existing` (the desktop as it is, or one named output) |
+//! | [`capture`] | [`FrameSource`] | `screencopy` (wlroots compositors: a Wayland output, damage driven), `testpattern` (BGRx, clocked like a compositor) |
+//! | [`inject`] | [`InputInjector`] | `wlr` (wlroots virtual pointer and keyboard), `log` (counts and logs) |
 //! | [`audio`] | [`AudioSource`] | `tone` (a sine per channel on a simulated device clock) |
 //!
-//! The desktops these machines cannot run yet (sway, GNOME/Mutter, Xorg) are still probed from
-//! the [`DesktopEnv`], so `punktfunk-host doctor` says why each is unavailable.
+//! The desktops without a backend here yet (GNOME/Mutter, Xorg) are still probed from the
+//! [`DesktopEnv`], so `punktfunk-host doctor` says why each is unavailable.
 //!
 //! What this crate does not do: anything about a streaming protocol. It depends on the core's
 //! types (mode, input events, feedback) and the media crate's frame types only; no trait method
@@ -29,7 +29,7 @@
 //! assert_eq!(chosen.backend, punktfunk_desktop::CaptureBackend::TestPattern);
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod audio;
 pub mod capture;

@@ -6,9 +6,10 @@
 //! deadline" (`Ok(None)`) is a normal answer on an idle desktop; the video loop then repeats the
 //! last picture at the session's minimum rate.
 //!
-//! Backends: [`pattern`] (the test pattern with its stamp, BGRx like a compositor's buffers).
-//! wlr-screencopy, PipeWire and XShm are probed from the environment; their backends are not in
-//! this build yet.
+//! Backends: [`screencopy`] (wlr-screencopy of a Wayland output into shared memory, damage
+//! driven, on a thread of its own) and [`pattern`] (the test pattern with its stamp, BGRx like a
+//! compositor's buffers). PipeWire and XShm are probed from the environment; their backends are
+//! not in this build yet.
 
 pub mod pattern;
 mod resolve;

@@ -32,9 +32,15 @@ pub fn probe(backend: CaptureBackend, env: &DesktopEnv) -> Probe {
     };
     match backend {
         CaptureBackend::TestPattern => Probe::Available,
-        CaptureBackend::Screencopy => match &env.wayland_display {
-            Some(_) => not_built("a Wayland display is named"),
-            None => Probe::Unavailable("no Wayland display (WAYLAND_DISPLAY is not set)".into()),
+        // Whether the compositor offers screencopy shows only on connecting, which a probe
+        // does not do: the socket existing is enough, and `open` says the rest.
+        CaptureBackend::Screencopy => match crate::wayland::socket_path(env) {
+            Ok(path) if path.exists() => Probe::Available,
+            Ok(path) => Probe::Unavailable(format!(
+                "the Wayland socket {} does not exist",
+                path.display()
+            )),
+            Err(why) => Probe::Unavailable(why),
         },
         CaptureBackend::PipeWire => match &env.pipewire_socket {
             Some(_) => not_built("a PipeWire socket exists"),
@@ -97,12 +103,24 @@ mod tests {
         let c = resolve(&wayland, &Preference::Auto).unwrap();
         assert_eq!(c.backend, CaptureBackend::TestPattern);
         assert!(
-            c.reason.contains(
-                "a Wayland display is named, but this build has no screencopy capture yet"
-            ),
+            c.reason
+                .contains("the Wayland socket /run/user/1/wayland-1 does not exist"),
             "{}",
             c.reason
         );
+        // A socket that exists makes screencopy the choice (connecting is for `open`).
+        let dir = std::env::temp_dir().join(format!("punktfunk-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(dir.join("wayland-9")).unwrap();
+        let live = DesktopEnv::from_vars([
+            ("WAYLAND_DISPLAY", "wayland-9".to_string()),
+            ("XDG_RUNTIME_DIR", dir.display().to_string()),
+        ]);
+        assert_eq!(
+            resolve(&live, &Preference::Auto).unwrap().backend,
+            CaptureBackend::Screencopy
+        );
+        let _ = std::fs::remove_dir_all(&dir);
         let only = Preference::Only(vec![CaptureBackend::XShm]);
         assert!(resolve(&wayland, &only).is_err());
         let opts = SourceOptions {
