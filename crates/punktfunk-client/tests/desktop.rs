@@ -232,8 +232,11 @@ fn a_stream_of_an_app_on_its_own_sway_output_with_a_mode_change_and_input() {
         "the host chose the desktop's backends:\n{}",
         host.log()
     );
-    // Every picture the client decoded is one the probe drew, in order.
-    assert_eq!(n(rep, "frames_corrupt"), 0, "{rep}");
+    // Every picture the client decoded is one the probe drew, in order, but for a few while it
+    // maps and around the mode change (the output at its new size before the probe has drawn
+    // at it).
+    assert_eq!(n(rep, "frames_corrupt"), 0, "{rep}\n{}", r.stderr);
+    assert!(n(rep, "app_unstamped") <= 12, "{rep}");
     assert_eq!(n(rep, "frames_out_of_order"), 0, "{rep}");
     assert!(n(rep, "app_frames") > 60, "the app's pictures moved: {rep}");
     assert!(rep["sizes"]["1280x720"].as_u64().unwrap_or(0) > 10, "{rep}");
@@ -302,9 +305,9 @@ fn a_stream_of_an_app_on_its_own_sway_output_with_a_mode_change_and_input() {
         );
     }
     assert!(
-        probe_lines(&probe_log).iter().any(|v| is(v, "closed"))
-            || host.log().contains("the app ended"),
-        "the probe was ended with the stream"
+        host.log().contains("the app was stopped"),
+        "the probe was stopped with the stream:\n{}",
+        host.log()
     );
 }
 
@@ -406,15 +409,35 @@ fn twenty_sessions_in_a_row_leak_no_output_thread_or_descriptor_and_an_idle_app_
     let r = client(&host, &args);
     assert!(r.ok, "{}\nhost:\n{}", r.stderr, host.log());
     std::thread::sleep(Duration::from_millis(500));
+    let removed = |host: &Host| host.log().matches("sway output removed").count();
+    let wait_removed = |host: &Host, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while removed(host) < count {
+            assert!(
+                Instant::now() < deadline,
+                "output {count} not removed:\n{}",
+                host.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_removed(&host, 1);
     let (fd0, threads0) = fds_and_threads(pid);
     for i in 0..20 {
         let r = client(&host, &args);
         assert!(r.ok, "session {i}: {}\nhost:\n{}", r.stderr, host.log());
+        // The next client comes once this stream's output is gone (a client that comes
+        // sooner gets an output of its own: two streams at once need two).
+        wait_removed(&host, i + 2);
     }
     std::thread::sleep(Duration::from_millis(500));
     let (fd1, threads1) = fds_and_threads(pid);
     assert_eq!(fd1, fd0, "file descriptors after 20 sessions");
-    assert_eq!(threads1, threads0, "threads after 20 sessions");
+    // A thread of the first session may still have been winding down at the first count.
+    assert!(
+        threads1 <= threads0,
+        "threads after 20 sessions: {threads1}, after the first {threads0}"
+    );
     let extra = outputs(&sway).len() - 1;
     assert!(extra <= 1, "{extra} outputs left over after 21 sessions");
 

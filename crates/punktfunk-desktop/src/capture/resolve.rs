@@ -59,11 +59,27 @@ pub fn candidates(env: &DesktopEnv) -> Vec<Candidate> {
 }
 
 /// Chooses a backend.
+///
+/// In the default order the test pattern stands in only where the environment names no
+/// desktop: a host whose desktop cannot be captured (a compositor that went away, a missing
+/// socket) refuses streams with the reason instead of quietly streaming a test pattern. Named
+/// in the configuration (`--capture testpattern`) it is always available.
 pub fn resolve(
     env: &DesktopEnv,
     preference: &Preference<CaptureBackend>,
 ) -> Result<Chosen<CaptureBackend>, NoBackend> {
-    choose(preference, |b| probe(b, env))
+    let desktop = env
+        .wayland_display
+        .as_ref()
+        .map(|w| format!("WAYLAND_DISPLAY={w}"))
+        .or_else(|| env.x_display.as_ref().map(|x| format!("DISPLAY={x}")));
+    choose(preference, |b| match (b, preference, &desktop) {
+        (CaptureBackend::TestPattern, Preference::Auto, Some(d)) => Probe::Unavailable(format!(
+            "a desktop is named ({d}) but cannot be captured; the test pattern stands in only \
+             without a desktop or when configured (--capture testpattern)"
+        )),
+        _ => probe(b, env),
+    })
 }
 
 /// Opens a source of the chosen backend.
@@ -100,13 +116,22 @@ mod tests {
             ("WAYLAND_DISPLAY", "wayland-1"),
             ("XDG_RUNTIME_DIR", "/run/user/1"),
         ]);
-        let c = resolve(&wayland, &Preference::Auto).unwrap();
-        assert_eq!(c.backend, CaptureBackend::TestPattern);
+        // A desktop that cannot be captured is an error with every reason, not a test pattern.
+        let e = resolve(&wayland, &Preference::Auto)
+            .unwrap_err()
+            .to_string();
         assert!(
-            c.reason
-                .contains("the Wayland socket /run/user/1/wayland-1 does not exist"),
-            "{}",
-            c.reason
+            e.contains("the Wayland socket /run/user/1/wayland-1 does not exist"),
+            "{e}"
+        );
+        assert!(
+            e.contains("testpattern: unavailable (a desktop is named (WAYLAND_DISPLAY=wayland-1)"),
+            "{e}"
+        );
+        let asked = Preference::Only(vec![CaptureBackend::TestPattern]);
+        assert_eq!(
+            resolve(&wayland, &asked).unwrap().backend,
+            CaptureBackend::TestPattern
         );
         // A socket that exists makes screencopy the choice (connecting is for `open`).
         let dir = std::env::temp_dir().join(format!("punktfunk-probe-{}", std::process::id()));

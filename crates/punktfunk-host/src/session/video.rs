@@ -526,12 +526,19 @@ impl Worker<'_> {
                         false,
                     )
                 }
-                None if have_picture && (kf.force || clock.repeat_due(Instant::now())) => (
-                    Instant::now()
-                        .duration_since(self.settings.epoch)
-                        .as_micros() as u64,
-                    true,
-                ),
+                // The last picture goes out again only at the mode encoded now: right after a
+                // mode change it is still at the old size until the source's first new one.
+                None if have_picture
+                    && (p.yuv.width, p.yuv.height) == (p.mode.width, p.mode.height)
+                    && (kf.force || clock.repeat_due(Instant::now())) =>
+                {
+                    (
+                        Instant::now()
+                            .duration_since(self.settings.epoch)
+                            .as_micros() as u64,
+                        true,
+                    )
+                }
                 None => continue,
             };
             let t = Instant::now();
