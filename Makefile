@@ -43,6 +43,8 @@ bench: deps
 	$(CARGO) bench -p punktfunk-net
 	$(CARGO) bench -p punktfunk-media
 	$(CARGO) bench -p punktfunk-host --bench gamestream_send
+	$(CARGO) build --release -p punktfunk-desktop-probe
+	$(CARGO) bench -p punktfunk-desktop --bench screencopy
 
 # Short fuzz runs (needs a nightly toolchain and cargo-fuzz); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30

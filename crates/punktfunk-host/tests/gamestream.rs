@@ -43,17 +43,26 @@ impl Host {
 
     /// `serve --gamestream` on a free base port with `extra` flags.
     fn start_with(dir: &Path, extra: &[&str]) -> Host {
+        Host::start_in(dir, extra, None)
+    }
+
+    /// [`Host::start_with`]; with `desktop`, in exactly that environment (plus `PATH`).
+    fn start_in(dir: &Path, extra: &[&str], desktop: Option<&[(String, String)]>) -> Host {
         let base = free_base();
-        let mut child = Command::new(bin())
-            .args(["--config-dir", dir.to_str().unwrap(), "--log", "info"])
+        let mut cmd = Command::new(bin());
+        cmd.args(["--config-dir", dir.to_str().unwrap(), "--log", "info"])
             .args(["serve", "--listen", "127.0.0.1:0", "--gamestream"])
             .args(extra)
             .args(["--gamestream-port", &base.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if let Some(vars) = desktop {
+            cmd.env_clear()
+                .envs(vars.iter().cloned())
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        }
+        let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let err = BufReader::new(child.stderr.take().unwrap());
         let l = log.clone();
@@ -728,18 +737,65 @@ struct StreamRun {
     rumble: Vec<(u16, u16, u16)>,
     /// The trigger values sent, in order: (left, right).
     triggers_sent: Vec<(u8, u8)>,
+    /// Decoded pictures without a readable stamp (a desktop before its app is on screen).
+    unstamped: u32,
+    /// On a desktop: every 30th stamped picture, kept to compare with what the app drew.
+    pictures: Vec<(punktfunk_media::Stamp, punktfunk_media::DecodedFrame)>,
+}
+
+/// What a streaming run asks for.
+struct Spec<'a> {
+    /// Stop after this many video frames.
+    frames: usize,
+    /// `bitStreamFormat`: 0 H.264, 1 HEVC.
+    codec: u32,
+    /// With `false` the client sends nothing on the control stream after start-up (ENet itself
+    /// stays alive).
+    chatty: bool,
+    /// Width, height, frames per second.
+    mode: (u32, u32, u32),
+    /// A real desktop: the host's own injector (not the log injector) and pictures that carry
+    /// no stamp until the app is on screen (counted, not fatal).
+    desktop: bool,
+    /// Input sent instead of the default traffic: (tick, ENet channel, packet) with ticks of
+    /// 100 ms counted from the first stamped picture.
+    script: &'a [(u32, u8, Vec<u8>)],
+}
+
+impl Spec<'static> {
+    fn new(frames: usize, codec: u32) -> Spec<'static> {
+        Spec {
+            frames,
+            codec,
+            chatty: true,
+            mode: (640, 360, 30),
+            desktop: false,
+            script: &[],
+        }
+    }
+}
+
+/// An input packet as the control stream carries it: length, magic, body.
+fn input_packet(magic: u32, body: &[u8]) -> Vec<u8> {
+    let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    p.extend_from_slice(&magic.to_le_bytes());
+    p.extend_from_slice(body);
+    p
 }
 
 /// Runs the RTSP handshake, the control stream and receives `frames` video frames (or until
 /// the host terminates the stream), sending input meanwhile.
 fn stream(host: &Host, frames: usize, codec: u32) -> StreamRun {
-    stream_with(host, frames, codec, true)
+    stream_spec(host, &Spec::new(frames, codec), &mut |_| true)
 }
 
-/// [`stream`]; with `chatty == false` the client sends nothing on the control stream after
-/// start-up (ENet itself stays alive).
+/// [`stream`] with `chatty` (see [`Spec::chatty`]).
 fn stream_with(host: &Host, frames: usize, codec: u32, chatty: bool) -> StreamRun {
-    stream_watching(host, frames, codec, chatty, &mut |_| true)
+    let spec = Spec {
+        chatty,
+        ..Spec::new(frames, codec)
+    };
+    stream_spec(host, &spec, &mut |_| true)
 }
 
 /// [`stream_with`], calling `watch` with what arrived so far on every turn of the receive loop;
@@ -751,7 +807,17 @@ fn stream_watching(
     chatty: bool,
     watch: &mut dyn FnMut(&StreamRun) -> bool,
 ) -> StreamRun {
+    let spec = Spec {
+        chatty,
+        ..Spec::new(frames, codec)
+    };
+    stream_spec(host, &spec, watch)
+}
+
+/// One stream as `spec` says, calling `watch` as [`stream_watching`] does.
+fn stream_spec(host: &Host, spec: &Spec, watch: &mut dyn FnMut(&StreamRun) -> bool) -> StreamRun {
     use punktfunk_media::{read_stamp_luma, Codec, Decoder};
+    let (frames, codec, chatty) = (spec.frames, spec.codec, spec.chatty);
     let mut r = Rtsp::new(host.base);
     assert_eq!(
         r.request(
@@ -780,8 +846,10 @@ fn stream_watching(
     );
     assert!(d.body.contains("surround-params=21101"), "{}", d.body);
     // The log injector delivers touch (so pen and touch events are asked for) but no
-    // controller touchpad or motion.
-    assert!(d.body.contains("x-ss-general.featureFlags:1"), "{}", d.body);
+    // controller touchpad or motion; a desktop's injector says what it has.
+    if !spec.desktop {
+        assert!(d.body.contains("x-ss-general.featureFlags:1"), "{}", d.body);
+    }
     assert!(
         !d.body.contains("refPicInvalidation"),
         "no RFI without an encoder that can"
@@ -818,7 +886,7 @@ fn stream_watching(
     let an = r.request(
         "ANNOUNCE streamid=control/13/0",
         &[],
-        &announce_body(640, 360, 30, codec, ""),
+        &announce_body(spec.mode.0, spec.mode.1, spec.mode.2, codec, ""),
     );
     assert_eq!(an.status, 200);
     assert_eq!(r.request("PLAY /", &[], "").status, 200);
@@ -869,12 +937,9 @@ fn stream_watching(
     };
     send(&mut enet_host, 0, ctl::kind::REQUEST_IDR, &[0, 0]);
     send(&mut enet_host, 0, ctl::kind::START_B, &[0]);
-    let input = |magic: u32, body: &[u8]| {
-        let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        p.extend_from_slice(&magic.to_le_bytes());
-        p.extend_from_slice(body);
-        p
-    };
+    let input = input_packet;
+    // The tick the script counts from: the first stamped picture's.
+    let mut script_zero: Option<u32> = None;
 
     let host_cipher = ControlCipher::new(&KEY, Origin::Client);
     let mut video = VideoReassembler::new(992, Some(&KEY));
@@ -909,6 +974,20 @@ fn stream_watching(
                 send(&mut enet_host, 0, ctl::kind::REQUEST_IDR, &[0, 0]);
             }
             if !chatty {
+                continue;
+            }
+            if !spec.script.is_empty() {
+                send(
+                    &mut enet_host,
+                    0,
+                    ctl::kind::PING,
+                    &[4, 0, 0, 0, 0, 0, 0, 0],
+                );
+                if let Some(zero) = script_zero {
+                    for (_, ch, p) in spec.script.iter().filter(|e| e.0 + zero == tick) {
+                        send(&mut enet_host, *ch, ctl::kind::INPUT, p);
+                    }
+                }
                 continue;
             }
             send(
@@ -1009,9 +1088,17 @@ fn stream_watching(
             }
             awaiting_idr = false;
             for pic in decoder.decode(&f.data).unwrap() {
-                let s = read_stamp_luma(&pic.y, pic.y_stride, pic.width, pic.height)
-                    .expect("every picture carries a readable stamp");
-                run.stamps.push(s.frame);
+                match read_stamp_luma(&pic.y, pic.y_stride, pic.width, pic.height) {
+                    Some(s) => {
+                        run.stamps.push(s.frame);
+                        script_zero.get_or_insert(tick);
+                        if spec.desktop && run.stamps.len() % 30 == 0 && run.pictures.len() < 8 {
+                            run.pictures.push((s, pic));
+                        }
+                    }
+                    None if spec.desktop => run.unstamped += 1,
+                    None => panic!("every picture carries a readable stamp"),
+                }
             }
         }
     }
@@ -1043,11 +1130,16 @@ fn host_cipher_open(c: &ControlCipher, p: &[u8]) -> ctl::Message {
 }
 
 fn launch(host: &Host, me: &Identity, resume: bool) {
+    launch_mode(host, me, resume, "640x360x30");
+}
+
+/// [`launch`] at `mode` (`WxHxFPS`).
+fn launch_mode(host: &Host, me: &Identity, resume: bool, mode: &str) {
     let what = if resume { "resume" } else { "launch" };
     let (_, b) = host.https(
         me,
         &format!(
-            "/{what}?{Q}&appid=1&mode=640x360x30&rikey={}&rikeyid={KEY_ID}&localAudioPlayMode=0&surroundAudioInfo=196610&corever=1",
+            "/{what}?{Q}&appid=1&mode={mode}&rikey={}&rikeyid={KEY_ID}&localAudioPlayMode=0&surroundAudioInfo=196610&corever=1",
             punktfunk_gamestream::hex_encode(&KEY)
         ),
     );
@@ -1409,4 +1501,239 @@ fn rtsp_refuses_plaintext_bad_requests_and_impossible_streams() {
         400
     );
     assert_eq!(r.request("TEARDOWN /", &[], "").status, 501);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GameStream on a real desktop: a private headless sway with the host in it (the host picks
+// the sway output, screencopy and wlr input from the environment itself) and the desktop probe
+// app as the launched app.
+
+/// Every kind of pointer and keyboard input a stock client sends, in ticks of 100 ms after the
+/// first stamped picture: a click in the middle of a `w`×`h` stream (focus), relative motion,
+/// the right button, both scroll axes, `a`, Shift+`a`, the text `é`, `a` with only the Shift
+/// flag, and `B` pressed and never released (the client leaves with it held).
+fn desktop_script(w: u16, h: u16) -> Vec<(u32, u8, Vec<u8>)> {
+    use punktfunk_gamestream::input::magic as m;
+    let mut abs = Vec::new();
+    for v in [w / 2, h / 2, 0, w, h] {
+        abs.extend_from_slice(&v.to_be_bytes());
+    }
+    let key = |vk: u8, mods: u8| vec![0, vk, 0x80, mods, 0, 0];
+    let (shift, a, b) = (0x10, 0x41, 0x42);
+    vec![
+        (2, 3, input_packet(m::MOUSE_ABS, &abs)),
+        (3, 3, input_packet(m::BUTTON_DOWN, &[1])),
+        (4, 3, input_packet(m::BUTTON_UP, &[1])),
+        (6, 3, input_packet(m::MOUSE_REL, &[0, 10, 0, 5])),
+        (7, 3, input_packet(m::BUTTON_DOWN, &[3])),
+        (8, 3, input_packet(m::BUTTON_UP, &[3])),
+        // Wheel up one notch (both amounts, as Moonlight sends them), then right one notch.
+        (9, 3, input_packet(m::SCROLL, &[0, 120, 0, 120, 0, 0])),
+        (10, 3, input_packet(m::HSCROLL, &[0, 120])),
+        (11, 2, input_packet(m::KEY_DOWN, &key(a, 0))),
+        (12, 2, input_packet(m::KEY_UP, &key(a, 0))),
+        (13, 2, input_packet(m::KEY_DOWN, &key(shift, 0))),
+        (14, 2, input_packet(m::KEY_DOWN, &key(a, 1))),
+        (15, 2, input_packet(m::KEY_UP, &key(a, 1))),
+        (16, 2, input_packet(m::KEY_UP, &key(shift, 0))),
+        (17, 2, input_packet(m::TEXT, "é".as_bytes())),
+        // `A` as a soft keyboard sends it: the Shift flag without a Shift key.
+        (18, 2, input_packet(m::KEY_DOWN, &key(a, 1))),
+        (19, 2, input_packet(m::KEY_UP, &key(a, 1))),
+        (21, 2, input_packet(m::KEY_DOWN, &key(b, 0))),
+    ]
+}
+
+/// Mean absolute luma difference, per 16×16 patch on a grid below the stamp, between a decoded
+/// picture and the probe's picture for the same stamp (the media crate's test pattern at that
+/// frame, the stamp drawn over it, converted as the host converts).
+fn patch_errors(stamp: punktfunk_media::Stamp, pic: &punktfunk_media::DecodedFrame) -> Vec<f64> {
+    use punktfunk_media::{draw_stamp_bgra, BgraFrame, Converter, TestPattern, YuvFrame};
+    let (w, h) = (pic.width, pic.height);
+    let mut drawn = BgraFrame::new(w, h);
+    TestPattern::new(w, h).render(stamp.frame, 0, &mut drawn);
+    draw_stamp_bgra(&mut drawn, stamp);
+    let mut yuv = YuvFrame {
+        width: w,
+        height: h,
+        data: Vec::new(),
+    };
+    Converter::new(w, h)
+        .unwrap()
+        .convert(&drawn, &mut yuv)
+        .unwrap();
+    let top = punktfunk_media::stamp::cell_size(w) * 5;
+    let mut errors = Vec::new();
+    for gy in 0..4 {
+        for gx in 0..6 {
+            let x0 = (w - 16) * gx / 5;
+            let y0 = top + (h - 16 - top) * gy / 3;
+            let (mut want, mut got) = (0f64, 0f64);
+            for y in y0..y0 + 16 {
+                for x in x0..x0 + 16 {
+                    want += f64::from(yuv.data[(y * w + x) as usize]);
+                    got += f64::from(pic.y[y as usize * pic.y_stride + x as usize]);
+                }
+            }
+            errors.push((want - got).abs() / 256.0);
+        }
+    }
+    errors
+}
+
+#[test]
+fn a_gamestream_client_streams_an_app_on_a_sway_desktop_and_its_input_reaches_the_app() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sway =
+        punktfunk_testenv::HeadlessSway::start().expect("headless sway (scripts/install-deps.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    let probe = punktfunk_testenv::sibling_bin(
+        Path::new(bin()),
+        "punktfunk-desktop-probe",
+        "punktfunk-desktop-probe",
+    );
+    let probe_log = sway.runtime_dir().join("probe-gamestream.jsonl");
+    one_app(
+        dir.path(),
+        1,
+        "Probe",
+        &[
+            probe.to_str().unwrap(),
+            "--log",
+            probe_log.to_str().unwrap(),
+        ],
+    );
+    let vars = sway.env_vars();
+    let host = Host::start_in(dir.path(), &["--no-mdns"], Some(&vars));
+    let (me, _) = clients();
+    let r4 = pair(&host, me, "2468", "2468", true).unwrap();
+    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+    launch_mode(&host, me, false, "1280x720x60");
+    let script = desktop_script(1280, 720);
+    let spec = Spec {
+        mode: (1280, 720, 60),
+        desktop: true,
+        script: &script,
+        ..Spec::new(usize::MAX, 0)
+    };
+    // Stream until 3.5 s after the first stamped picture: the script is done by 2 s.
+    let mut first: Option<std::time::Instant> = None;
+    let run = stream_spec(&host, &spec, &mut |run| {
+        if !run.stamps.is_empty() {
+            first.get_or_insert_with(std::time::Instant::now);
+        }
+        first.is_none_or(|t| t.elapsed() < Duration::from_millis(3500))
+    });
+    let log = || host.log.lock().unwrap().join("\n");
+    assert_eq!(run.termination, None, "{}", log());
+    assert!(
+        log().contains("backends=[\"sway\", \"screencopy\", \"wlr\""),
+        "the host chose the desktop's backends:\n{}",
+        log()
+    );
+    assert_eq!(
+        run.frames,
+        (1..=run.frames.len() as u32).collect::<Vec<_>>(),
+        "consecutive frames"
+    );
+    // Every stamped picture is a later frame of the app than the one before (the compositor
+    // may show a frame the capture missed, never an older one).
+    assert!(
+        run.stamps.len() >= 60,
+        "{} stamped pictures",
+        run.stamps.len()
+    );
+    assert!(
+        run.stamps.windows(2).all(|w| w[1] > w[0]),
+        "{:?}",
+        run.stamps
+    );
+    assert!(
+        run.unstamped <= 60,
+        "{} pictures before the app was on screen",
+        run.unstamped
+    );
+    // What the client decoded is what the app drew, within the codec's loss.
+    assert!(
+        run.pictures.len() >= 2,
+        "{} pictures kept",
+        run.pictures.len()
+    );
+    for (stamp, pic) in &run.pictures {
+        assert_eq!((pic.width, pic.height), (1280, 720));
+        let e = patch_errors(*stamp, pic);
+        let worst = e.iter().cloned().fold(0.0, f64::max);
+        let mean = e.iter().sum::<f64>() / e.len() as f64;
+        assert!(
+            worst < 24.0 && mean < 8.0,
+            "frame {}: luma error per patch mean {mean:.1}, worst {worst:.1}: {e:?}",
+            stamp.frame
+        );
+    }
+
+    // The input as the probe app saw it; B is released once the client has gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let released = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .any(|v| v["event"] == "key" && v["key"] == 48 && v["state"] == "released")
+    };
+    let mut lines = Vec::new();
+    while std::time::Instant::now() < deadline {
+        lines = std::fs::read_to_string(&probe_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect();
+        if released(&lines) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let is = |v: &serde_json::Value, e: &str| v["event"] == e;
+    let at = |v: &serde_json::Value, x: f64, y: f64| {
+        (v["x"].as_f64().unwrap_or(-1.0) - x).abs() < 2.0
+            && (v["y"].as_f64().unwrap_or(-1.0) - y).abs() < 2.0
+    };
+    let has = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        assert!(
+            lines.iter().any(f),
+            "no {what} in the probe's log: {lines:?}"
+        )
+    };
+    has("pointer at the middle", &|v| {
+        (is(v, "motion") || is(v, "enter")) && at(v, 640.0, 360.0)
+    });
+    has("relative motion", &|v| {
+        is(v, "motion") && at(v, 650.0, 365.0)
+    });
+    for button in [0x110, 0x111] {
+        for state in ["pressed", "released"] {
+            has("a button", &|v| {
+                is(v, "button") && v["button"] == button && v["state"] == state
+            });
+        }
+    }
+    has("scroll up", &|v| {
+        is(v, "axis") && v["axis"] == "vertical" && v["value"].as_f64().unwrap_or(0.0) < 0.0
+    });
+    has("scroll right", &|v| {
+        is(v, "axis") && v["axis"] == "horizontal" && v["value"].as_f64().unwrap_or(0.0) > 0.0
+    });
+    let typed: Vec<&str> = lines
+        .iter()
+        .filter(|v| is(v, "key") && v["state"] == "pressed")
+        .filter_map(|v| v["utf8"].as_str())
+        .collect();
+    assert!(
+        typed.windows(5).any(|w| w == ["a", "A", "é", "A", "b"]),
+        "a, Shift+a, the text é, a with the Shift flag alone and then b in order: {typed:?}"
+    );
+    has("B pressed", &|v| {
+        is(v, "key") && v["key"] == 48 && v["state"] == "pressed"
+    });
+    assert!(
+        released(&lines),
+        "B released after the client left: {lines:?}"
+    );
 }

@@ -11,6 +11,9 @@
 //!
 //! A missing `sway` binary is an error, not a skip: the tests that need it fail and say to run
 //! `scripts/install-deps.sh`.
+//!
+//! [`sibling_bin`] finds (and if need be builds) another package's binary in the caller's
+//! target directory, for process tests that run the host, the client and the probe app together.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +24,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The user sway runs as when the caller is root.
@@ -296,4 +300,34 @@ fn lookup_user(user: &str) -> Option<(u32, u32)> {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() > 3 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
+}
+
+/// The binary `bin` of `package` in the directory of `next_to` (a binary of the same target
+/// directory and profile, e.g. the test's own `CARGO_BIN_EXE_*`). `cargo test --workspace`
+/// builds it already (every such package has integration tests); when only one package is
+/// tested it is built here, once per binary and process.
+///
+/// # Panics
+/// When the build fails or the binary is still missing after it (a test helper: the test
+/// cannot go on).
+pub fn sibling_bin(next_to: &Path, bin: &str, package: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let path = next_to.with_file_name(bin);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() && !built.iter().any(|b| b == bin) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = next_to.parent().is_some_and(|d| d.ends_with("release"));
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", package, "--bin", bin]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("running cargo build").success(),
+            "building {bin} failed"
+        );
+        built.push(bin.to_string());
+    }
+    assert!(path.exists(), "{} missing", path.display());
+    path
 }

@@ -24,6 +24,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -55,6 +56,47 @@ struct Args {
 struct Measured {
     host: Value,
     client: Value,
+    /// The host's CPU time (ms) by thread name over the session, sampled from /proc.
+    threads: BTreeMap<String, f64>,
+}
+
+/// CPU time (ns) of every thread of `pid` so far, by thread id: (name, ns).
+fn thread_cpu(pid: u32) -> Vec<(u32, String, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            // schedstat: time on CPU (ns), time waiting, timeslices.
+            let ns = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((tid, comm.trim().to_string(), ns))
+        })
+        .collect()
+}
+
+/// Samples `pid`'s threads every 100 ms until `stop`; the last reading of every thread (a
+/// thread that ended between samples loses at most 100 ms), summed by name, in ms.
+fn sample_threads(pid: u32, stop: &std::sync::atomic::AtomicBool) -> BTreeMap<String, f64> {
+    let mut last: BTreeMap<u32, (String, u64)> = BTreeMap::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for (tid, name, ns) in thread_cpu(pid) {
+            last.insert(tid, (name, ns));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut by_name = BTreeMap::new();
+    for (name, ns) in last.into_values() {
+        *by_name.entry(name).or_insert(0.0) += ns as f64 / 1e6;
+    }
+    by_name
 }
 
 /// Streams `mode` at `kbps` for `seconds` with a fresh host; in `sway` (when given) with the
@@ -131,31 +173,26 @@ fn measure(
         .next()
         .unwrap_or_default()
         .to_string();
-    let out = Command::new(&client_bin)
-        .args([
-            "--config-dir",
-            dir.to_str().unwrap_or("."),
-            "--log",
-            "warn",
-            "connect",
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let host_pid = host.id();
+    let (out, threads) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample_threads(host_pid, &stop));
+        let out = run_client(
+            &client_bin,
+            &dir,
             &addr,
-            "--json",
-            "--pin",
             &fp,
-        ])
-        .args([
-            "--mode",
+            args,
             mode,
-            "--bitrate",
             kbps,
-            "--codec",
-            &args.codec,
-            "--seconds",
-            &format!("{seconds:.3}"),
-        ])
-        .args(&client_extra)
-        .output()
-        .context("running the client")?;
+            seconds,
+            &client_extra,
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (out, sampler.join().unwrap_or_default())
+    });
+    let out = out?;
+
     if !out.status.success() {
         let _ = host.kill();
         bail!("client failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -168,7 +205,51 @@ fn measure(
     }
     let host: Value = serde_json::from_slice(&std::fs::read(&stats).context("host stats")?)?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Measured { host, client })
+    Ok(Measured {
+        host,
+        client,
+        threads,
+    })
+}
+
+/// Runs the client against the host at `addr` (certificate fingerprint `fp`).
+#[allow(clippy::too_many_arguments)]
+fn run_client(
+    client_bin: &std::path::Path,
+    dir: &std::path::Path,
+    addr: &str,
+    fp: &str,
+    args: &Args,
+    mode: &str,
+    kbps: &str,
+    seconds: f64,
+    client_extra: &[String],
+) -> Result<std::process::Output> {
+    Command::new(client_bin)
+        .args([
+            "--config-dir",
+            dir.to_str().unwrap_or("."),
+            "--log",
+            "warn",
+            "connect",
+            addr,
+            "--json",
+            "--pin",
+            fp,
+        ])
+        .args([
+            "--mode",
+            mode,
+            "--bitrate",
+            kbps,
+            "--codec",
+            &args.codec,
+            "--seconds",
+            &format!("{seconds:.3}"),
+        ])
+        .args(client_extra)
+        .output()
+        .context("running the client")
 }
 
 fn bin(name: &str) -> Result<PathBuf> {
@@ -249,14 +330,37 @@ fn main() -> Result<()> {
                 if extra <= interval { "within" } else { "over" }
             );
             let h = |k: &[&str]| f(&desk.host, "the host's --stats-json", k);
-            let outside = h(&["host_cpu_ms_per_frame"])? - h(&["encode_ms", "p50"])?;
-            println!(
-                "host CPU per frame outside encoding (whole process minus encode p50): {outside:.2} ms \
-                 (target < 2 ms); capture {:.3} ms p50, conversion {:.3} ms p50, send CPU {:.3} ms p50; \
-                 {} app pictures, {} frames sent, {} repeated\n",
+            let frames = h(&["frames"])?;
+            let per_frame = |ms: f64| ms / frames.max(1.0);
+            // The encode thread runs capture hand-over, conversion, x264 (whose worker threads
+            // carry its name) and the send path; every other thread is outside encoding.
+            let others: f64 = desk
+                .threads
+                .iter()
+                .filter(|(name, _)| name.as_str() != "encode")
+                .map(|(_, ms)| per_frame(*ms))
+                .sum();
+            let (capture, convert, send) = (
                 h(&["capture_ms", "p50"])?,
                 h(&["convert_ms", "p50"])?,
                 h(&["send_path_cpu_ms", "p50"])?,
+            );
+            let outside = others + capture + convert + send;
+            let by_thread = desk
+                .threads
+                .iter()
+                .map(|(name, ms)| format!("{name} {:.3}", per_frame(*ms)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!(
+                "host CPU per frame: {:.2} ms in all; by thread (ms): {by_thread}",
+                h(&["host_cpu_ms_per_frame"])?
+            );
+            println!(
+                "host CPU per frame outside encoding: {outside:.2} ms (target < 2 ms) = threads other \
+                 than encode {others:.3} + on the encode thread: capture hand-over {capture:.3}, \
+                 conversion {convert:.3}, send CPU {send:.3} (p50s); \
+                 {} app pictures, {} frames sent, {} repeated\n",
                 desk.client["app_frames"],
                 desk.client["frames_sent"],
                 desk.host["repeated_frames"],

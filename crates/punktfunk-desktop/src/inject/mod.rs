@@ -15,7 +15,7 @@ pub mod wlr;
 
 pub use resolve::{candidates, capabilities, open, probe, resolve};
 
-use punktfunk_core::input::{Feedback, InputEvent};
+use punktfunk_core::input::{Feedback, InputEvent, Modifiers};
 
 /// The injector backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -168,6 +168,76 @@ impl Held {
     }
 }
 
+/// The modifiers a key event's flags name: (flag, the left key's evdev code, both keys' codes).
+const MODIFIER_KEYS: [(u8, u16, [u16; 2]); 4] = [
+    (Modifiers::SHIFT, 42, [42, 54]),
+    (Modifiers::CTRL, 29, [29, 97]),
+    (Modifiers::ALT, 56, [56, 100]),
+    (Modifiers::META, 125, [125, 126]),
+];
+
+/// Keeps the desktop's modifiers what a client's key events say they are.
+///
+/// A key event carries the client's modifier flags. Most clients also send the modifier keys
+/// themselves, but some send only the flags (a soft keyboard typing `A` as "a with Shift"). For
+/// a key that is not a modifier, a flag set while neither of that modifier's keys is held
+/// presses the left one first; a modifier pressed that way is released as soon as a key event
+/// comes without its flag. A modifier key the client sends itself takes over one pressed
+/// here (no second press). Synthetic presses go through [`Held`] like any other key, so
+/// [`InputInjector::release_all`] releases them too.
+#[derive(Debug, Clone, Default)]
+pub struct ModifierSync {
+    synthetic: [bool; 4],
+}
+
+impl ModifierSync {
+    /// The key events to inject for `event` (itself last), given what is held now. Events
+    /// that are not keys pass through alone.
+    pub fn expand(&mut self, event: &InputEvent, held: &Held) -> Vec<InputEvent> {
+        let InputEvent::Key {
+            code,
+            down,
+            modifiers,
+        } = *event
+        else {
+            return vec![*event];
+        };
+        let key = |code, down| InputEvent::Key {
+            code,
+            down,
+            modifiers,
+        };
+        if let Some(i) = MODIFIER_KEYS.iter().position(|m| m.2.contains(&code)) {
+            if self.synthetic[i] && code == MODIFIER_KEYS[i].1 {
+                // The client's own press of a key pressed here: it is down already.
+                self.synthetic[i] = false;
+                if down {
+                    return Vec::new();
+                }
+            }
+            return vec![*event];
+        }
+        let mut out = Vec::new();
+        for (i, &(flag, left, codes)) in MODIFIER_KEYS.iter().enumerate() {
+            let want = modifiers.0 & flag != 0;
+            if want && !self.synthetic[i] && !held.keys().any(|k| codes.contains(&k)) {
+                out.push(key(left, true));
+                self.synthetic[i] = true;
+            } else if !want && self.synthetic[i] {
+                out.push(key(left, false));
+                self.synthetic[i] = false;
+            }
+        }
+        out.push(key(code, down));
+        out
+    }
+
+    /// Forgets the synthetic presses (after everything held was released).
+    pub fn reset(&mut self) {
+        self.synthetic = [false; 4];
+    }
+}
+
 impl InputInjector for Box<dyn InputInjector> {
     fn backend(&self) -> InjectorBackend {
         (**self).backend()
@@ -183,5 +253,106 @@ impl InputInjector for Box<dyn InputInjector> {
     }
     fn feedback(&mut self, out: &mut Vec<Feedback>) {
         (**self).feedback(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: u16, down: bool, mods: u8) -> InputEvent {
+        InputEvent::Key {
+            code,
+            down,
+            modifiers: Modifiers(mods),
+        }
+    }
+
+    /// Runs `events` through a sync and a held set; the (code, down) pairs injected.
+    fn run(events: &[InputEvent]) -> (Vec<(u16, bool)>, Held) {
+        let (mut sync, mut held) = (ModifierSync::default(), Held::default());
+        let mut out = Vec::new();
+        for e in events {
+            for x in sync.expand(e, &held) {
+                held.track(&x);
+                if let InputEvent::Key { code, down, .. } = x {
+                    out.push((code, down));
+                }
+            }
+        }
+        (out, held)
+    }
+
+    #[test]
+    fn flags_without_modifier_keys_press_and_release_the_modifier() {
+        let (out, held) = run(&[
+            key(30, true, Modifiers::SHIFT),
+            key(30, false, Modifiers::SHIFT),
+            key(30, true, 0),
+            key(30, false, 0),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (42, true),
+                (30, true),
+                (30, false),
+                (42, false),
+                (30, true),
+                (30, false)
+            ]
+        );
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_client_that_sends_its_modifier_keys_gets_nothing_extra() {
+        let events = [
+            key(54, true, 0),
+            key(30, true, Modifiers::SHIFT),
+            key(30, false, Modifiers::SHIFT),
+            key(54, false, Modifiers::SHIFT),
+            key(29, true, 0),
+            key(46, true, Modifiers::CTRL),
+            key(46, false, Modifiers::CTRL),
+            key(29, false, 0),
+        ];
+        let (out, _) = run(&events);
+        let plain: Vec<(u16, bool)> = events
+            .iter()
+            .map(|e| match *e {
+                InputEvent::Key { code, down, .. } => (code, down),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn the_clients_own_press_takes_over_a_synthetic_one_and_release_all_covers_it() {
+        let (out, held) = run(&[
+            key(30, true, Modifiers::SHIFT | Modifiers::META),
+            // The client now sends Shift itself: no second press.
+            key(42, true, Modifiers::SHIFT),
+        ]);
+        assert_eq!(out, [(42, true), (125, true), (30, true)]);
+        // Still held: a, Shift and Meta, all released at the end of a session.
+        let mut held = held;
+        let codes: Vec<u16> = held
+            .take_releases()
+            .iter()
+            .filter_map(|e| match *e {
+                InputEvent::Key { code, .. } => Some(code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(codes, [30, 42, 125]);
+    }
+
+    #[test]
+    fn other_events_pass_through() {
+        let mut sync = ModifierSync::default();
+        let e = InputEvent::MouseMove { dx: 1, dy: 2 };
+        assert_eq!(sync.expand(&e, &Held::default()), vec![e]);
     }
 }

@@ -10,11 +10,12 @@
 //! the manager, so absolute positions map onto that output; the output is found by the name its
 //! `zxdg_output_v1` reports (sway 1.7's `wl_output` predates names). The keyboard carries a
 //! keymap compiled here (evdev rules, `us` layout unless told otherwise) and keeps an xkb state
-//! beside it, sending the modifiers that state computes after every key. Text is typed with
+//! beside it, sending the modifiers that state computes after every key; a client's modifier
+//! flags are honoured through [`ModifierSync`] (Shift pressed for "a with Shift"). Text is typed with
 //! the key and shift level that produce the character; a character the layout lacks is bound
 //! to a spare keycode in an extended keymap, which is uploaded before typing it and kept.
 
-use super::{Held, InjectCaps, InjectError, InjectorBackend, InputInjector};
+use super::{Held, InjectCaps, InjectError, InjectorBackend, InputInjector, ModifierSync};
 use crate::env::DesktopEnv;
 use crate::vdisplay::CaptureTarget;
 use punktfunk_core::input::InputEvent;
@@ -266,6 +267,8 @@ struct Worker {
     layout: String,
     keys: Keymap,
     held: Held,
+    /// Modifier keys pressed for clients that send only the flags.
+    modifiers: ModifierSync,
     start: Instant,
     /// Hi-res scroll not yet a whole notch, per axis (vertical, horizontal), Wayland sign.
     scroll_rest: [i32; 2],
@@ -451,6 +454,7 @@ impl Worker {
             layout: layout.to_string(),
             keys,
             held: Held::default(),
+            modifiers: ModifierSync::default(),
             start: Instant::now(),
             scroll_rest: [0; 2],
         };
@@ -684,8 +688,14 @@ impl Worker {
     fn inject(&mut self, event: &InputEvent) -> Result<(), InjectError> {
         let t = self.time_ms();
         match *event {
-            InputEvent::Key { code, down, .. } => {
-                self.key(u32::from(code), down);
+            InputEvent::Key { .. } => {
+                for ev in self.modifiers.expand(event, &self.held) {
+                    if let InputEvent::Key { code, down, .. } = ev {
+                        self.key(u32::from(code), down);
+                    }
+                    self.held.track(&ev);
+                }
+                return self.flush();
             }
             InputEvent::MouseMove { dx, dy } => {
                 self.pointer.motion(t, f64::from(dx), f64::from(dy));
@@ -765,6 +775,7 @@ impl Worker {
                 _ => {}
             }
         }
+        self.modifiers.reset();
         // A fresh state: nothing depressed, no latches or locks.
         self.keys.state = xkb::State::new(&self.keys.keymap);
         self.send_modifiers();

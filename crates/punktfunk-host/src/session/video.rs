@@ -303,8 +303,10 @@ impl VideoThread {
         dest: Destination,
         mut sink: Box<dyn FrameSink>,
     ) -> Result<VideoThread, VideoError> {
-        let pipeline = Pipeline::open(&settings, &mut opener, mode, bitrate_kbps)?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
+        // The pipeline is opened on the thread that runs it, so the encoder's own worker
+        // threads are started from (and named after) it; its result comes back here.
+        let (opened_tx, opened_rx) = mpsc::sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
         let times = Arc::new(Mutex::new(StageTimes::default()));
@@ -313,6 +315,17 @@ impl VideoThread {
             std::thread::Builder::new()
                 .name("encode".into())
                 .spawn(move || {
+                    let pipeline = match Pipeline::open(&settings, &mut opener, mode, bitrate_kbps)
+                    {
+                        Ok(p) => {
+                            let _ = opened_tx.send(Ok(()));
+                            p
+                        }
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                            return;
+                        }
+                    };
                     let mut w = Worker {
                         settings,
                         opener,
@@ -327,6 +340,19 @@ impl VideoThread {
                 })
                 .map_err(|e| VideoError::Thread(e.to_string()))?
         };
+        match opened_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(VideoError::Thread(
+                    "the encode thread ended while opening".into(),
+                ));
+            }
+        }
         Ok(VideoThread {
             commands: cmd_tx,
             times,
