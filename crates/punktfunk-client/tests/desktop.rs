@@ -6,7 +6,7 @@
 
 mod common;
 use common::{client_bin, sibling_bin};
-use punktfunk_testenv::HeadlessSway;
+use punktfunk_testenv::{HeadlessSway, ProbeLog};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -129,27 +129,9 @@ fn n(r: &Value, k: &str) -> u64 {
         .unwrap_or_else(|| panic!("{k} missing in {r}"))
 }
 
-fn probe_lines(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn outputs(sway: &HeadlessSway) -> Vec<swayipc::Output> {
     let s = UnixStream::connect(sway.swaysock()).expect("sway IPC");
     swayipc::Connection::from(s).get_outputs().expect("outputs")
-}
-
-fn is(v: &Value, event: &str) -> bool {
-    v["event"] == event
-}
-
-fn pressed(lines: &[Value], key: u64) -> Option<&Value> {
-    lines
-        .iter()
-        .find(|v| is(v, "key") && v["key"] == key && v["state"] == "pressed")
 }
 
 /// The scripted input: focus with a click in the middle, then every kind once; KEY_B (48) is
@@ -249,47 +231,15 @@ fn a_stream_of_an_app_on_its_own_sway_output_with_a_mode_change_and_input() {
 
     // The input arrived, as the probe saw it.
     std::thread::sleep(Duration::from_millis(300));
-    let lines = probe_lines(&probe_log);
-    let has = |what: &str, f: &dyn Fn(&Value) -> bool| {
-        assert!(
-            lines.iter().any(f),
-            "no {what} in the probe's log: {lines:?}"
-        )
-    };
-    has("pointer at the middle", &|v| {
-        (is(v, "motion") || is(v, "enter"))
-            && (v["x"].as_f64().unwrap_or(0.0) - 640.0).abs() < 2.0
-            && (v["y"].as_f64().unwrap_or(0.0) - 360.0).abs() < 2.0
-    });
-    has("relative motion", &|v| {
-        is(v, "motion") && (v["x"].as_f64().unwrap_or(0.0) - 650.0).abs() < 2.0
-    });
-    for button in [0x110, 0x111] {
-        for state in ["pressed", "released"] {
-            has("a button", &|v| {
-                is(v, "button") && v["button"] == button && v["state"] == state
-            });
-        }
-    }
-    has("scroll up", &|v| {
-        is(v, "axis") && v["axis"] == "vertical" && v["value"].as_f64().unwrap_or(0.0) < 0.0
-    });
-    has("scroll right", &|v| {
-        is(v, "axis") && v["axis"] == "horizontal" && v["value"].as_f64().unwrap_or(0.0) > 0.0
-    });
-    let keys: Vec<&str> = lines
-        .iter()
-        .filter(|v| is(v, "key") && v["state"] == "pressed")
-        .filter_map(|v| v["utf8"].as_str())
-        .collect();
+    let log = ProbeLog::read(&probe_log);
+    log.assert_pointer_script((640.0, 360.0));
+    let keys = log.typed();
     assert!(
         keys.windows(3).any(|w| w == ["a", "A", "é"]),
         "keys a, Shift+a and the text é in order: {keys:?}"
     );
-    assert!(pressed(&lines, 48).is_some(), "KEY_B went down");
-    has("KEY_B released at the end", &|v| {
-        is(v, "key") && v["key"] == 48 && v["state"] == "released"
-    });
+    assert!(log.key(48, true), "KEY_B went down");
+    assert!(log.key(48, false), "KEY_B released at the end");
 
     // After the stream its output is gone or parked, and the probe has ended.
     let after = outputs(&sway);

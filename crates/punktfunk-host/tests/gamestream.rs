@@ -1673,67 +1673,21 @@ fn a_gamestream_client_streams_an_app_on_a_sway_desktop_and_its_input_reaches_th
 
     // The input as the probe app saw it; B is released once the client has gone.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let released = |lines: &[serde_json::Value]| {
-        lines
-            .iter()
-            .any(|v| v["event"] == "key" && v["key"] == 48 && v["state"] == "released")
-    };
-    let mut lines = Vec::new();
-    while std::time::Instant::now() < deadline {
-        lines = std::fs::read_to_string(&probe_log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .collect();
-        if released(&lines) {
-            break;
-        }
+    let mut log = punktfunk_testenv::ProbeLog::read(&probe_log);
+    while !log.key(48, false) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
+        log = punktfunk_testenv::ProbeLog::read(&probe_log);
     }
-    let is = |v: &serde_json::Value, e: &str| v["event"] == e;
-    let at = |v: &serde_json::Value, x: f64, y: f64| {
-        (v["x"].as_f64().unwrap_or(-1.0) - x).abs() < 2.0
-            && (v["y"].as_f64().unwrap_or(-1.0) - y).abs() < 2.0
-    };
-    let has = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
-        assert!(
-            lines.iter().any(f),
-            "no {what} in the probe's log: {lines:?}"
-        )
-    };
-    has("pointer at the middle", &|v| {
-        (is(v, "motion") || is(v, "enter")) && at(v, 640.0, 360.0)
-    });
-    has("relative motion", &|v| {
-        is(v, "motion") && at(v, 650.0, 365.0)
-    });
-    for button in [0x110, 0x111] {
-        for state in ["pressed", "released"] {
-            has("a button", &|v| {
-                is(v, "button") && v["button"] == button && v["state"] == state
-            });
-        }
-    }
-    has("scroll up", &|v| {
-        is(v, "axis") && v["axis"] == "vertical" && v["value"].as_f64().unwrap_or(0.0) < 0.0
-    });
-    has("scroll right", &|v| {
-        is(v, "axis") && v["axis"] == "horizontal" && v["value"].as_f64().unwrap_or(0.0) > 0.0
-    });
-    let typed: Vec<&str> = lines
-        .iter()
-        .filter(|v| is(v, "key") && v["state"] == "pressed")
-        .filter_map(|v| v["utf8"].as_str())
-        .collect();
+    log.assert_pointer_script((640.0, 360.0));
+    let typed = log.typed();
     assert!(
         typed.windows(5).any(|w| w == ["a", "A", "é", "A", "b"]),
         "a, Shift+a, the text é, a with the Shift flag alone and then b in order: {typed:?}"
     );
-    has("B pressed", &|v| {
-        is(v, "key") && v["key"] == 48 && v["state"] == "pressed"
-    });
+    assert!(log.key(48, true), "B pressed");
     assert!(
-        released(&lines),
-        "B released after the client left: {lines:?}"
+        log.key(48, false),
+        "B released after the client left: {:?}",
+        log.lines
     );
 }

@@ -12,10 +12,15 @@
 //! A missing `sway` binary is an error, not a skip: the tests that need it fail and say to run
 //! `scripts/install-deps.sh`.
 //!
+//! [`ProbeLog`] reads the desktop probe app's log of the input it received.
+//!
 //! [`sibling_bin`] finds (and if need be builds) another package's binary in the caller's
 //! target directory, for process tests that run the host, the client and the probe app together.
 
 #![forbid(unsafe_code)]
+
+mod probe_log;
+pub use probe_log::ProbeLog;
 
 use std::fs;
 use std::io::Read;
