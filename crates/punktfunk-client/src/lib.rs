@@ -37,6 +37,8 @@ pub struct ClientConfig {
     pub host: SocketAddr,
     /// How the host is trusted.
     pub trust: Trust,
+    /// Who this client is (its certificate, presented to the host on every connection).
+    pub identity: punktfunk_quic::Identity,
     /// Requested mode.
     pub mode: Mode,
     /// Codecs we decode, preferred first.
@@ -245,7 +247,7 @@ struct Shared {
 /// Runs a session and returns its report.
 pub async fn run(cfg: ClientConfig) -> Result<Report> {
     let epoch = Instant::now();
-    let connected = connect(cfg.host, &cfg.trust)
+    let connected = connect(cfg.host, &cfg.trust, &cfg.identity)
         .await
         .with_context(|| format!("connecting to {}", cfg.host))?;
     if connected.first_use {

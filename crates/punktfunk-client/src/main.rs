@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use punktfunk_client::{run, ClientConfig};
 use punktfunk_core::control::{Codec, Mode};
-use punktfunk_quic::{Fingerprint, KnownHosts, Trust, DEFAULT_PORT};
+use punktfunk_quic::{Fingerprint, Identity, KnownHosts, Trust, DEFAULT_PORT};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -129,6 +129,12 @@ fn connect_config(a: ConnectArgs, dir: PathBuf) -> Result<(ClientConfig, bool)> 
             host_key,
         },
     };
+    let identity_dir = dir.join("client");
+    let (identity, created) = Identity::load_or_create_client(&identity_dir)
+        .with_context(|| format!("this client's identity in {}", identity_dir.display()))?;
+    if created {
+        tracing::info!(fingerprint = %identity.fingerprint(), dir = %identity_dir.display(), "created this client's identity");
+    }
     let mode = Mode::parse(&a.mode).map_err(anyhow::Error::msg)?;
     let codecs = a
         .codec
@@ -173,6 +179,7 @@ fn connect_config(a: ConnectArgs, dir: PathBuf) -> Result<(ClientConfig, bool)> 
     let cfg = ClientConfig {
         host,
         trust,
+        identity,
         mode,
         codecs,
         bitrate_kbps: a.bitrate,

@@ -325,6 +325,15 @@ fn sessions_back_to_back_with_trust_on_first_use_and_pins() {
     );
     let known = std::fs::read_to_string(cfg.path().join("client/known_hosts")).unwrap();
     assert!(known.contains(&host.fingerprint), "{known}");
+    // The client made its own identity on first use, private, and keeps it.
+    let cert_path = cfg.path().join("client/client-cert.der");
+    let key_path = cfg.path().join("client/client-key.der");
+    let cert = std::fs::read(&cert_path).expect("the client's certificate");
+    for p in [&cert_path, &key_path] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+    }
     // Second session on the same listener: known host, no warning.
     let r = client(
         &host,
@@ -343,6 +352,23 @@ fn sessions_back_to_back_with_trust_on_first_use_and_pins() {
     let r = client(&host, cfg.path(), &["--seconds", "1", "--pin", "12345"]);
     assert!(!r.ok);
     assert!(r.stderr.contains("invalid fingerprint"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(&cert_path).unwrap(),
+        cert,
+        "the same identity every session"
+    );
+    // A damaged key is a clear error naming the file, and is not replaced.
+    let key = std::fs::read(&key_path).unwrap();
+    std::fs::write(&key_path, b"garbage").unwrap();
+    let r = client(&host, cfg.path(), &["--seconds", "1"]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("client-key.der") && r.stderr.contains("not a usable identity"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read(&key_path).unwrap(), b"garbage");
+    std::fs::write(&key_path, key).unwrap();
     // Third real session still works.
     let r = client(
         &host,

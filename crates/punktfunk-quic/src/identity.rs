@@ -1,4 +1,4 @@
-//! The host's persistent identity and certificate fingerprints.
+//! The host's and the client's persistent identities, and certificate fingerprints.
 //!
 //! A host has one self-signed certificate and key, created on first start in its config
 //! directory (`host-cert.der`, `host-key.der`, both mode 0600), and a persistent UUID
@@ -7,6 +7,15 @@
 //! with SHA-256, because stock Moonlight clients require exactly that of a GameStream host.
 //! Clients of punktfunk/1 identify the host by the SHA-256 of the certificate (its
 //! *fingerprint*), never by a CA: the host is someone's own machine.
+//!
+//! A punktfunk/1 client has one too (`client-cert.der`, `client-key.der` in its own config
+//! directory, [`Identity::load_or_create_client`]), an ECDSA P-256 key, which it presents with
+//! TLS client authentication on every connection so the host learns who it is.
+//!
+//! Files are written atomically (a temporary file, synced, renamed into place). A stored
+//! identity that cannot be read, or whose certificate and key do not belong together, is an
+//! error naming the files, never a silent new identity: a new identity would unpair the client
+//! from every host (or change the host's fingerprint for every client).
 
 use ring::digest::{digest, SHA256};
 use std::fmt;
@@ -92,8 +101,11 @@ pub enum IdentityError {
         source: std::io::Error,
     },
     /// Certificate generation failed.
-    #[error("generating the host certificate: {0}")]
+    #[error("generating a certificate: {0}")]
     Generate(String),
+    /// The stored files are not a usable certificate and key.
+    #[error("{0}")]
+    Corrupt(String),
     /// One of the pair exists without the other, or a file is empty.
     #[error("{0}")]
     Inconsistent(String),
@@ -118,6 +130,8 @@ impl fmt::Debug for Identity {
 
 const CERT_FILE: &str = "host-cert.der";
 const KEY_FILE: &str = "host-key.der";
+const CLIENT_CERT_FILE: &str = "client-cert.der";
+const CLIENT_KEY_FILE: &str = "client-key.der";
 
 impl Identity {
     /// A fresh self-signed identity: RSA-2048 key, SHA-256-with-RSA certificate valid for 20
@@ -149,46 +163,109 @@ impl Identity {
         Fingerprint::of(&self.cert_der)
     }
 
-    /// Loads the identity stored in `dir`, or creates and stores one (directory 0700, files 0600).
-    /// Returns whether it was created.
+    /// A fresh self-signed client identity: ECDSA P-256, SHA-256, valid for 20 years, subject
+    /// CN `name`.
+    pub fn generate_client(name: &str) -> Result<Identity, IdentityError> {
+        let gen = |e: &dyn fmt::Display| IdentityError::Generate(e.to_string());
+        let key =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| gen(&e))?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| gen(&e))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
+        params.not_after = (now + std::time::Duration::from_secs(20 * 365 * 86_400)).into();
+        let cert = params.self_signed(&key).map_err(|e| gen(&e))?;
+        Ok(Identity {
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        })
+    }
+
+    /// Whether the key parses and belongs to the certificate.
+    pub fn check(&self) -> Result<(), String> {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into());
+        let signer = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("the private key is not usable: {e}"))?;
+        let cert = rustls::pki_types::CertificateDer::from(self.cert_der.clone());
+        rustls::sign::CertifiedKey::new(vec![cert], signer)
+            .keys_match()
+            .map_err(|e| format!("the certificate does not go with the key: {e}"))
+    }
+
+    /// Loads the host identity stored in `dir`, or creates and stores one (directory 0700,
+    /// files 0600). Returns whether it was created.
     pub fn load_or_create(dir: &Path) -> Result<(Identity, bool), IdentityError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| IdentityError::Io { path, source }
-        };
-        let (cert_path, key_path) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
-        match (cert_path.exists(), key_path.exists()) {
-            (true, true) => {
-                let cert_der = fs::read(&cert_path).map_err(io(&cert_path))?;
-                let key_der = fs::read(&key_path).map_err(io(&key_path))?;
-                if cert_der.is_empty() || key_der.is_empty() {
-                    return Err(IdentityError::Inconsistent(format!(
-                        "{} or {} is empty; remove both to create a new identity",
-                        cert_path.display(),
-                        key_path.display()
-                    )));
-                }
-                let mode = fs::metadata(&key_path).map_err(io(&key_path))?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    tracing::warn!(path = %key_path.display(), mode = format!("{:o}", mode & 0o777), "host key is readable by others; tightening to 0600");
-                    fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600)).map_err(io(&key_path))?;
-                }
-                Ok((Identity { cert_der, key_der }, false))
+        load_or_create_in(dir, CERT_FILE, KEY_FILE, || {
+            Identity::generate("punktfunk-host")
+        })
+    }
+
+    /// Loads the client identity stored in `dir` (`client-cert.der`, `client-key.der`), or
+    /// creates and stores one. Returns whether it was created.
+    pub fn load_or_create_client(dir: &Path) -> Result<(Identity, bool), IdentityError> {
+        load_or_create_in(dir, CLIENT_CERT_FILE, CLIENT_KEY_FILE, || {
+            Identity::generate_client("punktfunk-client")
+        })
+    }
+}
+
+fn load_or_create_in(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    generate: impl FnOnce() -> Result<Identity, IdentityError>,
+) -> Result<(Identity, bool), IdentityError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| IdentityError::Io { path, source }
+    };
+    let (cert_path, key_path) = (dir.join(cert_file), dir.join(key_file));
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {
+            let cert_der = fs::read(&cert_path).map_err(io(&cert_path))?;
+            let key_der = fs::read(&key_path).map_err(io(&key_path))?;
+            if cert_der.is_empty() || key_der.is_empty() {
+                return Err(IdentityError::Inconsistent(format!(
+                    "{} or {} is empty; remove both to create a new identity",
+                    cert_path.display(),
+                    key_path.display()
+                )));
             }
-            (false, false) => {
-                fs::create_dir_all(dir).map_err(io(dir))?;
-                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-                let id = Identity::generate("punktfunk-host")?;
-                write_private(&key_path, &id.key_der).map_err(io(&key_path))?;
-                write_private(&cert_path, &id.cert_der).map_err(io(&cert_path))?;
-                Ok((id, true))
+            let id = Identity { cert_der, key_der };
+            id.check().map_err(|why| {
+                IdentityError::Corrupt(format!(
+                    "{} and {} are not a usable identity ({why}); restore them from a backup, or \
+                     move both away to create a new identity (which needs pairing again)",
+                    cert_path.display(),
+                    key_path.display()
+                ))
+            })?;
+            let mode = fs::metadata(&key_path).map_err(io(&key_path))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %key_path.display(), mode = format!("{:o}", mode & 0o777), "private key is readable by others; tightening to 0600");
+                fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600)).map_err(io(&key_path))?;
             }
-            _ => Err(IdentityError::Inconsistent(format!(
-                "only one of {} and {} exists; restore the other or remove both to create a new identity",
-                cert_path.display(),
-                key_path.display()
-            ))),
+            Ok((id, false))
         }
+        (false, false) => {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+            let id = generate()?;
+            write_private(&key_path, &id.key_der).map_err(io(&key_path))?;
+            write_private(&cert_path, &id.cert_der).map_err(io(&cert_path))?;
+            Ok((id, true))
+        }
+        _ => Err(IdentityError::Inconsistent(format!(
+            "only one of {} and {} exists; restore the other or remove both to create a new identity",
+            cert_path.display(),
+            key_path.display()
+        ))),
     }
 }
 
@@ -255,14 +332,24 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// Writes a new file readable by its owner only (created 0600, never briefly wider).
+/// Writes `bytes` to `path` atomically, mode 0600: a temporary file beside it, synced, renamed
+/// into place, the directory synced.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -311,5 +398,52 @@ mod tests {
             Identity::load_or_create(&d),
             Err(IdentityError::Inconsistent(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod client_identity_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_identity_is_created_private_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, created) = Identity::load_or_create_client(dir.path()).unwrap();
+        assert!(created);
+        a.check().unwrap();
+        for f in [CLIENT_CERT_FILE, CLIENT_KEY_FILE] {
+            let mode = fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        assert!(!dir.path().join("client-key.tmp").exists());
+        let (b, created) = Identity::load_or_create_client(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        // The host's identity lives beside it under other names.
+        let (h, _) = Identity::load_or_create(dir.path()).unwrap();
+        assert_ne!(h.fingerprint(), a.fingerprint());
+    }
+
+    #[test]
+    fn a_corrupt_or_mismatched_identity_is_an_error_and_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        Identity::load_or_create_client(dir.path()).unwrap();
+        let key = dir.path().join(CLIENT_KEY_FILE);
+        let good = fs::read(&key).unwrap();
+        fs::write(&key, b"not a key").unwrap();
+        let e = Identity::load_or_create_client(dir.path()).unwrap_err();
+        assert!(matches!(e, IdentityError::Corrupt(_)), "{e}");
+        assert!(e.to_string().contains("client-key.der"), "{e}");
+        assert_eq!(fs::read(&key).unwrap(), b"not a key", "never recreated");
+        // Another identity's key: parses, but does not go with the certificate.
+        let other = Identity::generate_client("other").unwrap();
+        fs::write(&key, &other.key_der).unwrap();
+        let e = Identity::load_or_create_client(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("does not go with"), "{e}");
+        fs::write(&key, &good).unwrap();
+        Identity::load_or_create_client(dir.path()).unwrap();
     }
 }

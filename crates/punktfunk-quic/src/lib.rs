@@ -1,7 +1,9 @@
 //! punktfunk-quic: the punktfunk/1 control plane's transport.
 //!
-//! - [`identity`]: the host's persistent self-signed certificate and SHA-256 fingerprints.
-//! - [`trust`]: pinning and trust on first use, enforced inside the TLS handshake.
+//! - [`identity`]: the host's and the client's persistent self-signed certificates and SHA-256
+//!   fingerprints.
+//! - [`trust`]: pinning and trust on first use, enforced inside the TLS handshake; the host
+//!   requires a client certificate and checks the client holds its key.
 //! - QUIC endpoints (quinn over rustls with the ring provider, TLS 1.3 only, ALPN
 //!   `punktfunk/1`): [`server_endpoint`], [`connect`].
 //! - [`ControlStream`]: the control messages of `punktfunk_core::control` over one
@@ -13,7 +15,7 @@ pub mod trust;
 
 pub use identity::{Fingerprint, Identity};
 pub use quinn;
-pub use trust::{HostVerifier, KnownHosts};
+pub use trust::{peer_fingerprint, ClientVerifier, HostVerifier, KnownHosts};
 
 use punktfunk_core::control::{DecodeError, Message, MessageReader};
 use std::net::SocketAddr;
@@ -87,7 +89,7 @@ pub fn server_endpoint(
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key_der.clone().into());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(ClientVerifier::default()))
         .with_single_cert(vec![cert], key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
@@ -125,8 +127,12 @@ pub struct Connected {
     pub first_use: bool,
 }
 
-/// Connects to a host at `addr`, enforcing `trust`.
-pub async fn connect(addr: SocketAddr, trust: &Trust) -> Result<Connected, TransportError> {
+/// Connects to a host at `addr`, enforcing `trust`, authenticating as `identity`.
+pub async fn connect(
+    addr: SocketAddr,
+    trust: &Trust,
+    identity: &Identity,
+) -> Result<Connected, TransportError> {
     let expected = match trust {
         Trust::Pinned(fp) => Some(*fp),
         Trust::Tofu {
@@ -140,7 +146,12 @@ pub async fn connect(addr: SocketAddr, trust: &Trust) -> Result<Connected, Trans
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_client_auth_cert(
+            vec![rustls::pki_types::CertificateDer::from(
+                identity.cert_der.clone(),
+            )],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key_der.clone().into()),
+        )?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TransportError::Untrusted(format!("QUIC TLS config: {e}")))?;

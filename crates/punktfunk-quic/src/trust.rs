@@ -5,6 +5,11 @@
 //! that certificate's key, so a replayed certificate without its key fails. With TOFU and no
 //! stored fingerprint any certificate is accepted (its signature is still verified), and the
 //! caller stores what was seen in [`KnownHosts`].
+//!
+//! The other way round, [`ClientVerifier`] makes the host ask every client for its certificate
+//! and check the client's handshake signature against it (possession of the key, not just a
+//! copy of a certificate); which clients are allowed is decided after the handshake, by the
+//! fingerprint ([`peer_fingerprint`]).
 
 use crate::identity::Fingerprint;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -82,6 +87,67 @@ impl ServerCertVerifier for HostVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// The host's side of client authentication: every client must present a certificate (any
+/// self-signed one) and prove it holds its key.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl Default for ClientVerifier {
+    fn default() -> ClientVerifier {
+        ClientVerifier {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Any certificate: a client is trusted by its fingerprint once paired, not by a CA.
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The fingerprint of the certificate the peer of `connection` authenticated with (for a host:
+/// the client's), if it presented one.
+pub fn peer_fingerprint(connection: &quinn::Connection) -> Option<Fingerprint> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certs.first().map(|c| Fingerprint::of(c))
 }
 
 /// The client's store of host fingerprints seen before: one `host fingerprint` line each.

@@ -86,6 +86,9 @@ async fn serve_connection(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let remote = conn.remote_address();
+    // The TLS handshake proved the client holds this certificate's key.
+    let client_fp = punktfunk_quic::peer_fingerprint(&conn)
+        .map_or_else(|| "none".to_string(), |f| f.to_string());
     let ticket = ctx
         .registry
         .admit(Protocol::Punktfunk1, &remote.to_string());
@@ -127,7 +130,7 @@ async fn serve_connection(
     };
     let ticket = ticket.expect("a refused handshake never completes");
     tracing::info!(
-        %remote, client = %hello.client_name, session = format!("{:016x}", welcome.session_id), codec = %welcome.codec,
+        %remote, client = %hello.client_name, client_fingerprint = %client_fp, session = format!("{:016x}", welcome.session_id), codec = %welcome.codec,
         mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps, fec_percent = welcome.fec_percent,
         "session established"
     );
