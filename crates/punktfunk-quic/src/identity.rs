@@ -142,18 +142,8 @@ impl Identity {
         let pkcs8 = rustls::pki_types::PrivatePkcs8KeyDer::from(key_der.as_slice());
         let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256)
             .map_err(|e| gen(&e))?;
-        let mut params =
-            rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| gen(&e))?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let now = std::time::SystemTime::now();
-        params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
-        params.not_after = (now + std::time::Duration::from_secs(20 * 365 * 86_400)).into();
-        let cert = params.self_signed(&key).map_err(|e| gen(&e))?;
         Ok(Identity {
-            cert_der: cert.der().to_vec(),
+            cert_der: self_signed(name, &key)?,
             key_der,
         })
     }
@@ -169,18 +159,8 @@ impl Identity {
         let gen = |e: &dyn fmt::Display| IdentityError::Generate(e.to_string());
         let key =
             rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| gen(&e))?;
-        let mut params =
-            rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| gen(&e))?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let now = std::time::SystemTime::now();
-        params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
-        params.not_after = (now + std::time::Duration::from_secs(20 * 365 * 86_400)).into();
-        let cert = params.self_signed(&key).map_err(|e| gen(&e))?;
         Ok(Identity {
-            cert_der: cert.der().to_vec(),
+            cert_der: self_signed(name, &key)?,
             key_der: key.serialize_der(),
         })
     }
@@ -213,6 +193,22 @@ impl Identity {
             Identity::generate_client("punktfunk-client")
         })
     }
+}
+
+/// A self-signed certificate for `key`: subject CN `name` (also its DNS name), valid from a day
+/// ago for 20 years.
+fn self_signed(name: &str, key: &rcgen::KeyPair) -> Result<Vec<u8>, IdentityError> {
+    let gen = |e: &dyn fmt::Display| IdentityError::Generate(e.to_string());
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| gen(&e))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
+    params.not_after = (now + std::time::Duration::from_secs(20 * 365 * 86_400)).into();
+    let cert = params.self_signed(key).map_err(|e| gen(&e))?;
+    Ok(cert.der().to_vec())
 }
 
 fn load_or_create_in(
