@@ -111,6 +111,17 @@ pub enum IdentityError {
     Inconsistent(String),
 }
 
+/// Why a stored certificate and key are not a usable identity.
+#[derive(Debug, Error)]
+pub enum KeyProblem {
+    /// The private key does not parse or is of a kind that cannot sign.
+    #[error("the private key is not usable: {0}")]
+    Unusable(rustls::Error),
+    /// The key parses but the certificate was made for another key (or does not parse).
+    #[error("the certificate does not go with the key: {0}")]
+    Mismatch(rustls::Error),
+}
+
 /// A certificate and its private key.
 #[derive(Clone)]
 pub struct Identity {
@@ -166,16 +177,16 @@ impl Identity {
     }
 
     /// Whether the key parses and belongs to the certificate.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), KeyProblem> {
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into());
         let signer = rustls::crypto::ring::default_provider()
             .key_provider
             .load_private_key(key)
-            .map_err(|e| format!("the private key is not usable: {e}"))?;
+            .map_err(KeyProblem::Unusable)?;
         let cert = rustls::pki_types::CertificateDer::from(self.cert_der.clone());
         rustls::sign::CertifiedKey::new(vec![cert], signer)
             .keys_match()
-            .map_err(|e| format!("the certificate does not go with the key: {e}"))
+            .map_err(KeyProblem::Mismatch)
     }
 
     /// Loads the host identity stored in `dir`, or creates and stores one (directory 0700,
