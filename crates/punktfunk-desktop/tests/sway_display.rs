@@ -7,6 +7,15 @@ use punktfunk_desktop::vdisplay::sway::Sway;
 use punktfunk_desktop::{CaptureTarget, DisplayError, VirtualDisplay};
 use punktfunk_testenv::HeadlessSway;
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+/// The fd count is process-wide: tests in this file run one at a time so another test's sockets
+/// are not counted as this one's leak.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn outputs(sway: &HeadlessSway) -> Vec<swayipc::Output> {
     let s = UnixStream::connect(sway.swaysock()).expect("sway IPC");
@@ -19,6 +28,7 @@ fn fds() -> usize {
 
 #[test]
 fn an_output_per_stream_at_the_exact_mode_changed_mid_stream_and_gone_after() {
+    let _serial = serial();
     let sway = HeadlessSway::start().expect("headless sway");
     let before = outputs(&sway);
     assert_eq!(before.len(), 1, "the fixture starts with one output");
@@ -96,6 +106,7 @@ fn assert_gone_or_parked(sway: &HeadlessSway, name: &str) {
 
 #[test]
 fn twenty_sessions_in_a_row_leave_at_most_one_extra_output_and_no_fds() {
+    let _serial = serial();
     let sway = HeadlessSway::start().expect("headless sway");
     let mut display = Sway::new(&sway.desktop_env()).unwrap();
     // One session first, so lazily opened process-wide handles do not count as leaks.
@@ -126,6 +137,7 @@ fn twenty_sessions_in_a_row_leave_at_most_one_extra_output_and_no_fds() {
 
 #[test]
 fn a_killed_sway_is_a_clear_error_and_a_restarted_one_works_again() {
+    let _serial = serial();
     let mut sway = HeadlessSway::start().expect("headless sway");
     let mut display = Sway::new(&sway.desktop_env()).unwrap();
     let out = display.create(Mode::new(1280, 720, 60)).unwrap();
