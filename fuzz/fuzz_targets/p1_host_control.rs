@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             bitrate_kbps: 0,
             fec_percent: None,
             client_name: "fuzz".into(),
+            app: String::new(),
         }),
         &mut |b| b.fill(7),
     );

@@ -226,6 +226,12 @@ impl ByeReason {
     pub const TIMEOUT: ByeReason = ByeReason(6);
     /// The host is shutting down (an orderly end, like [`ByeReason::NORMAL`]).
     pub const SHUTDOWN: ByeReason = ByeReason(7);
+    /// The host serves only paired clients and this one is not (pair first).
+    pub const PAIRING_REQUIRED: ByeReason = ByeReason(8);
+    /// A pairing ceremony failed (PIN check, nothing armed, lockout, refused approval).
+    pub const PAIRING_FAILED: ByeReason = ByeReason(9);
+    /// The host's owner removed this client's pairing.
+    pub const REVOKED: ByeReason = ByeReason(10);
 }
 
 impl std::fmt::Debug for ByeReason {
@@ -239,6 +245,9 @@ impl std::fmt::Debug for ByeReason {
             ByeReason::INTERNAL => "internal error",
             ByeReason::TIMEOUT => "timeout",
             ByeReason::SHUTDOWN => "shutdown",
+            ByeReason::PAIRING_REQUIRED => "pairing required",
+            ByeReason::PAIRING_FAILED => "pairing failed",
+            ByeReason::REVOKED => "revoked",
             ByeReason(n) => return write!(f, "reason {n}"),
         };
         f.write_str(name)
@@ -373,6 +382,45 @@ pub struct ReceiverStats {
     pub jitter_us: u32,
 }
 
+/// How a client asks to pair ([`PairStart::method`]; open newtype).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PairMethod(pub u8);
+
+impl PairMethod {
+    /// SPAKE2 with the PIN the host's owner armed.
+    pub const PIN: PairMethod = PairMethod(1);
+    /// No PIN: the client waits until the owner approves it on the host.
+    pub const APPROVAL: PairMethod = PairMethod(2);
+}
+
+impl std::fmt::Debug for PairMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            PairMethod::PIN => f.write_str("pin"),
+            PairMethod::APPROVAL => f.write_str("approval"),
+            PairMethod(n) => write!(f, "method {n}"),
+        }
+    }
+}
+
+/// Length of a key-confirmation MAC in the pairing messages (HMAC-SHA-256).
+pub const PAIR_MAC_LEN: usize = 32;
+/// Most bytes in a SPAKE2 message (Ed25519: 33).
+pub const MAX_SPAKE_LEN: usize = 64;
+
+/// Client → host, first message of a pairing connection (instead of [`Hello`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairStart {
+    /// Protocol version the client speaks.
+    pub version: u16,
+    /// PIN (SPAKE2) or approval.
+    pub method: PairMethod,
+    /// The name the host stores for the client.
+    pub client_name: String,
+    /// The client's SPAKE2 message (empty for approval).
+    pub spake: Vec<u8>,
+}
+
 /// A control-plane message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -416,6 +464,30 @@ pub enum Message {
         /// Human-readable detail.
         message: String,
     },
+    /// Client → host: begin pairing ([`crate::pairing`]).
+    PairStart(PairStart),
+    /// Host → client: the host's SPAKE2 message and its key confirmation.
+    PairChallenge {
+        /// The host's SPAKE2 message.
+        spake: Vec<u8>,
+        /// The host's confirmation MAC.
+        confirm: [u8; PAIR_MAC_LEN],
+    },
+    /// Client → host: the client's key confirmation.
+    PairConfirm {
+        /// The client's confirmation MAC.
+        confirm: [u8; PAIR_MAC_LEN],
+    },
+    /// Host → client: an approval request is waiting for the host's owner.
+    PairPending {
+        /// The id the owner approves it by (`punktfunk-host clients approve ID`).
+        id: String,
+    },
+    /// Host → client: the host stored the client as paired.
+    PairDone {
+        /// The client's id in the host's store.
+        id: String,
+    },
     /// A message type this build does not know (skipped by receivers).
     Unknown {
         /// Its type byte.
@@ -434,6 +506,11 @@ mod ty {
     pub const CLOCK_REPLY: u8 = 8;
     pub const STATS: u8 = 9;
     pub const BYE: u8 = 10;
+    pub const PAIR_START: u8 = 11;
+    pub const PAIR_CHALLENGE: u8 = 12;
+    pub const PAIR_CONFIRM: u8 = 13;
+    pub const PAIR_PENDING: u8 = 14;
+    pub const PAIR_DONE: u8 = 15;
 }
 
 /// Why bytes could not be decoded as a message.
@@ -472,6 +549,11 @@ impl Message {
             Message::ClockReply(_) => "ClockReply",
             Message::Stats(_) => "Stats",
             Message::Bye { .. } => "Bye",
+            Message::PairStart(_) => "PairStart",
+            Message::PairChallenge { .. } => "PairChallenge",
+            Message::PairConfirm { .. } => "PairConfirm",
+            Message::PairPending { .. } => "PairPending",
+            Message::PairDone { .. } => "PairDone",
             Message::Unknown { .. } => "unknown message",
         }
     }
@@ -560,6 +642,34 @@ impl Message {
                 w.u8(ty::BYE);
                 w.u16(reason.0);
                 w.str(message);
+            }
+            Message::PairStart(p) => {
+                w.u8(ty::PAIR_START);
+                w.u16(p.version);
+                w.u8(p.method.0);
+                w.str(&p.client_name);
+                let n = p.spake.len().min(MAX_SPAKE_LEN);
+                w.u8(n as u8);
+                w.bytes(&p.spake[..n]);
+            }
+            Message::PairChallenge { spake, confirm } => {
+                w.u8(ty::PAIR_CHALLENGE);
+                let n = spake.len().min(MAX_SPAKE_LEN);
+                w.u8(n as u8);
+                w.bytes(&spake[..n]);
+                w.bytes(confirm);
+            }
+            Message::PairConfirm { confirm } => {
+                w.u8(ty::PAIR_CONFIRM);
+                w.bytes(confirm);
+            }
+            Message::PairPending { id } => {
+                w.u8(ty::PAIR_PENDING);
+                w.str(id);
+            }
+            Message::PairDone { id } => {
+                w.u8(ty::PAIR_DONE);
+                w.str(id);
             }
             Message::Unknown { ty } => w.u8(*ty),
         }
@@ -693,6 +803,19 @@ impl Message {
                 reason: ByeReason(r.u16()?),
                 message: r.str()?,
             },
+            ty::PAIR_START => Message::PairStart(PairStart {
+                version: r.u16()?,
+                method: PairMethod(r.u8()?),
+                client_name: r.str()?,
+                spake: r.spake()?,
+            }),
+            ty::PAIR_CHALLENGE => Message::PairChallenge {
+                spake: r.spake()?,
+                confirm: r.mac()?,
+            },
+            ty::PAIR_CONFIRM => Message::PairConfirm { confirm: r.mac()? },
+            ty::PAIR_PENDING => Message::PairPending { id: r.str()? },
+            ty::PAIR_DONE => Message::PairDone { id: r.str()? },
             other => Message::Unknown { ty: other },
         };
         Ok(msg)
@@ -830,6 +953,16 @@ impl<'a> Reader<'a> {
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| self.invalid("utf-8 string"))
     }
+    fn spake(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let n = self.u8()? as usize;
+        if n > MAX_SPAKE_LEN {
+            return Err(self.invalid("SPAKE2 message length"));
+        }
+        Ok(self.take(n)?.to_vec())
+    }
+    fn mac(&mut self) -> Result<[u8; PAIR_MAC_LEN], DecodeError> {
+        Ok(self.take(PAIR_MAC_LEN)?.try_into().expect("length taken"))
+    }
     fn mode(&mut self) -> Result<Mode, DecodeError> {
         Ok(Mode {
             width: self.u32()?,
@@ -913,6 +1046,25 @@ mod tests {
                 reason: ByeReason::VERSION_MISMATCH,
                 message: "host speaks 1, client 2".into(),
             },
+            Message::PairStart(PairStart {
+                version: PROTOCOL_VERSION,
+                method: PairMethod::PIN,
+                client_name: "laptop".into(),
+                spake: vec![0x41; 33],
+            }),
+            Message::PairChallenge {
+                spake: vec![0x42; 33],
+                confirm: [7; PAIR_MAC_LEN],
+            },
+            Message::PairConfirm {
+                confirm: [9; PAIR_MAC_LEN],
+            },
+            Message::PairPending {
+                id: "0123456789ab".into(),
+            },
+            Message::PairDone {
+                id: "0123456789ab".into(),
+            },
             Message::Unknown { ty: 200 },
         ]
     }
@@ -976,6 +1128,26 @@ mod tests {
         let len = (bytes.len() - 4) as u32;
         bytes[..4].copy_from_slice(&len.to_le_bytes());
         assert_eq!(Message::decode_body(&bytes[4..]), Ok(Message::Hello(hello)));
+    }
+
+    #[test]
+    fn an_oversized_spake_message_is_refused_before_it_is_read() {
+        let mut body = vec![ty::PAIR_CHALLENGE, (MAX_SPAKE_LEN + 1) as u8];
+        body.extend_from_slice(&[0; MAX_SPAKE_LEN + 1 + PAIR_MAC_LEN]);
+        assert_eq!(
+            Message::decode_body(&body),
+            Err(DecodeError::Invalid {
+                ty: ty::PAIR_CHALLENGE,
+                field: "SPAKE2 message length"
+            })
+        );
+        // A MAC cut short is truncation, not a shorter MAC.
+        assert_eq!(
+            Message::decode_body(&[ty::PAIR_CONFIRM, 1, 2, 3]),
+            Err(DecodeError::Truncated {
+                ty: ty::PAIR_CONFIRM
+            })
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod fec;
 pub mod handshake;
 pub mod input;
 pub mod packetizer;
+pub mod pairing;
 pub mod probe;
 pub mod reassembler;
 pub mod session;

@@ -226,7 +226,12 @@ impl ClientControl {
             | Message::RequestKeyframe { .. }
             | Message::Reconfigure { .. }
             | Message::ClockProbe(_)
-            | Message::Stats(_)) => {
+            | Message::Stats(_)
+            | Message::PairStart(_)
+            | Message::PairChallenge { .. }
+            | Message::PairConfirm { .. }
+            | Message::PairPending { .. }
+            | Message::PairDone { .. }) => {
                 self.protocol_error(format!("unexpected {} from the host", other.name()))
             }
         }

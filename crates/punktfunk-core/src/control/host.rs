@@ -264,7 +264,12 @@ impl HostControl {
             | Message::Welcome(_)
             | Message::Start
             | Message::Reconfigured { .. }
-            | Message::ClockReply(_)) => {
+            | Message::ClockReply(_)
+            | Message::PairStart(_)
+            | Message::PairChallenge { .. }
+            | Message::PairConfirm { .. }
+            | Message::PairPending { .. }
+            | Message::PairDone { .. }) => {
                 self.protocol_error(format!("unexpected {} after the handshake", other.name()))
             }
         }
