@@ -108,6 +108,22 @@ if [ -n "$IMPAIR" ]; then
     echo "data plane through the impairment proxy at $PROXY: $IMPAIR"
 fi
 
+# Pair the demo client the way a person would: arm a PIN on the host, type it on the client.
+"$BIN/punktfunk-host" --config-dir "$CONFIG" pair > "$OUT/pair.out" 2> "$OUT/pair.log" &
+pair_pid=$!
+pids+=($pair_pid)
+for _ in $(seq 1 50); do grep -q "^PIN" "$OUT/pair.out" 2>/dev/null && break; sleep 0.1; done
+PIN=$(awk '/^PIN/ {print $2; exit}' "$OUT/pair.out")
+if [ -z "$PIN" ]; then
+    echo "demo: the host armed no pairing PIN; see $OUT/pair.log" >&2
+    cat "$OUT/pair.log" >&2
+    exit 1
+fi
+echo "pairing: the host shows PIN $PIN; the client types it"
+"$BIN/punktfunk-client" --config-dir "$CONFIG" --log warn pair "127.0.0.1:$PORT" --pin-code "$PIN" --name demo-client
+wait "$pair_pid"
+echo "host: $(cat "$OUT/pair.out" | tail -1)"
+
 echo "client: $MODE $CODEC ${BITRATE} kbit/s for ${SECONDS_TO_RUN} s (pinned to the host's fingerprint)"
 "$BIN/punktfunk-client" --config-dir "$CONFIG" --log warn connect "127.0.0.1:$PORT" --pin "$FINGERPRINT" \
     --mode "$MODE" --codec "$CODEC" --bitrate "$BITRATE" --seconds "$SECONDS_TO_RUN" \

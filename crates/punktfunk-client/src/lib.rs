@@ -7,14 +7,15 @@
 //! keyframe (requested at once) arrives, so a corrupted picture is never counted as shown.
 
 pub mod input_script;
+pub mod pair;
 
 use anyhow::{bail, Context, Result};
 use punktfunk_core::control::{
-    datagram, ClientAction, ClientControl, ClientControlConfig, ClockEstimate, Codec, Hello,
-    Message, Mode, ReceiverStats, ScheduledReconfigure, Side, Welcome, PROTOCOL_VERSION,
+    datagram, ByeReason, ClientAction, ClientControl, ClientControlConfig, ClockEstimate, Codec,
+    Hello, Message, Mode, ReceiverStats, ScheduledReconfigure, Side, Welcome, PROTOCOL_VERSION,
 };
 use punktfunk_core::crypto::{packet_key, Sealer};
-use punktfunk_core::handshake::ClientHandshake;
+use punktfunk_core::handshake::{ClientHandshake, HandshakeError};
 use punktfunk_core::probe;
 use punktfunk_core::reassembler::{Event, ReassemblyLimits};
 use punktfunk_core::session::RecvSession;
@@ -35,6 +36,8 @@ use std::time::{Duration, Instant};
 pub struct ClientConfig {
     /// Host QUIC address.
     pub host: SocketAddr,
+    /// The host as the user named it (for messages such as "run punktfunk-client pair HOST").
+    pub host_label: String,
     /// How the host is trusted.
     pub trust: Trust,
     /// Who this client is (its certificate, presented to the host on every connection).
@@ -270,6 +273,16 @@ pub async fn run(cfg: ClientConfig) -> Result<Report> {
             cs.send(&m).await?;
         }
         if let Some(e) = hs.error() {
+            if let HandshakeError::Refused {
+                reason: ByeReason::PAIRING_REQUIRED,
+                ..
+            } = e
+            {
+                bail!(
+                    "this host requires pairing: run punktfunk-client pair {}",
+                    cfg.host_label
+                );
+            }
             bail!("handshake failed: {e}");
         }
         if let Some(w) = hs.established() {

@@ -2,8 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use punktfunk_client::pair::{pair, PairConfig, PairWith};
 use punktfunk_client::{run, ClientConfig};
 use punktfunk_core::control::{Codec, Mode};
+use punktfunk_core::pairing::Pin;
 use punktfunk_quic::{Fingerprint, Identity, KnownHosts, Trust, DEFAULT_PORT};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -27,7 +29,27 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Stream from a host for a while and report what arrived.
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
+    /// Pair with a host: type the PIN `punktfunk-host pair` shows there (or give it with
+    /// --pin-code), or ask the host's owner to approve this client (--no-pin). The host's
+    /// fingerprint is stored, and later connections require it.
+    Pair(PairArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PairArgs {
+    /// Host to pair with, HOST[:PORT] (default port 47800).
+    host: String,
+    /// The PIN the host shows (without it, it is asked for on the terminal).
+    #[arg(long, value_name = "PIN", conflicts_with = "no_pin")]
+    pin_code: Option<String>,
+    /// Pair without a PIN: wait until the host's owner runs `punktfunk-host clients approve
+    /// ID` with the id printed here.
+    #[arg(long)]
+    no_pin: bool,
+    /// Name the host stores for this client.
+    #[arg(long, default_value = "punktfunk-client")]
+    name: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,11 +151,9 @@ fn connect_config(a: ConnectArgs, dir: PathBuf) -> Result<(ClientConfig, bool)> 
             host_key,
         },
     };
-    let identity_dir = dir.join("client");
-    let (identity, created) = Identity::load_or_create_client(&identity_dir)
-        .with_context(|| format!("this client's identity in {}", identity_dir.display()))?;
+    let (identity, created) = load_identity(&dir)?;
     if created {
-        tracing::info!(fingerprint = %identity.fingerprint(), dir = %identity_dir.display(), "created this client's identity");
+        tracing::info!(fingerprint = %identity.fingerprint(), dir = %dir.join("client").display(), "created this client's identity");
     }
     let mode = Mode::parse(&a.mode).map_err(anyhow::Error::msg)?;
     let codecs = a
@@ -178,6 +198,7 @@ fn connect_config(a: ConnectArgs, dir: PathBuf) -> Result<(ClientConfig, bool)> 
     };
     let cfg = ClientConfig {
         host,
+        host_label: a.host.clone(),
         trust,
         identity,
         mode,
@@ -221,7 +242,7 @@ fn main_result(cli: Cli) -> Result<()> {
     let dir = config_dir(cli.config_dir)?;
     match cli.command {
         Command::Connect(a) => {
-            let (cfg, json) = connect_config(a, dir)?;
+            let (cfg, json) = connect_config(*a, dir)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -234,5 +255,56 @@ fn main_result(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Pair(a) => {
+            let (host, host_key) = resolve(&a.host)?;
+            let with = if a.no_pin {
+                PairWith::Approval
+            } else {
+                let typed = match a.pin_code {
+                    Some(p) => p,
+                    None => {
+                        eprint!("PIN shown by punktfunk-host pair on {}: ", a.host);
+                        let mut line = String::new();
+                        std::io::stdin()
+                            .read_line(&mut line)
+                            .context("reading the PIN")?;
+                        line
+                    }
+                };
+                PairWith::Pin(Pin::parse(&typed).context("the PIN")?)
+            };
+            let (identity, created) = load_identity(&dir)?;
+            if created {
+                tracing::info!(fingerprint = %identity.fingerprint(), "created this client's identity");
+            }
+            let cfg = PairConfig {
+                host,
+                host_key,
+                known_hosts: KnownHosts::new(dir.join("client/known_hosts")),
+                identity,
+                name: a.name,
+                with,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let paired = rt.block_on(pair(cfg, |id| {
+                eprintln!(
+                    "Waiting for approval on the host: punktfunk-host clients approve {id} \
+                     (check that the id matches there)"
+                )
+            }))?;
+            println!(
+                "Paired with {} (host fingerprint {}); this client is {} there",
+                a.host, paired.host_fingerprint, paired.id
+            );
+            Ok(())
+        }
     }
+}
+
+fn load_identity(dir: &std::path::Path) -> Result<(Identity, bool)> {
+    let identity_dir = dir.join("client");
+    Identity::load_or_create_client(&identity_dir)
+        .with_context(|| format!("this client's identity in {}", identity_dir.display()))
 }

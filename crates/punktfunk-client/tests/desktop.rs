@@ -69,6 +69,8 @@ fn start_host(sway: &HeadlessSway, probe_log: &Path, probe_args: &[&str]) -> Hos
             "--data-port",
             "0",
             "--no-mdns",
+            // About the desktop, not trust: pairing has its own tests.
+            "--allow-unpaired",
         ])
         .env_clear()
         .envs(sway.env_vars())

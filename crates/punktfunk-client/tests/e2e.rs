@@ -47,6 +47,8 @@ fn start_host(extra: &[&str]) -> Host {
 }
 
 /// [`start_host`] with the config directory `dir` (prepared by the test: apps.toml, …).
+/// These tests are about streaming, so the host serves unpaired clients; pairing has its own
+/// tests (`tests/pairing.rs`).
 fn start_host_in(dir: tempfile::TempDir, extra: &[&str]) -> Host {
     let mut child = Command::new(host_bin())
         .args([
@@ -59,6 +61,7 @@ fn start_host_in(dir: tempfile::TempDir, extra: &[&str]) -> Host {
             "127.0.0.1:0",
             "--data-port",
             "0",
+            "--allow-unpaired",
         ])
         .args(extra)
         .stdout(Stdio::piped())

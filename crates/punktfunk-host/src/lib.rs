@@ -10,18 +10,22 @@
 //! - [`serve`]: the host's front door (`serve`): probes, starts both protocols, shuts down.
 //! - [`proto`]: the protocol front-ends, punktfunk/1 and GameStream (Moonlight).
 //! - [`aids`]: testing aids as decorators (rumble echo, datagram drops).
-//! - [`control`]: the local control channel (`punktfunk-host pin`).
+//! - [`clients`]: the one store of paired clients, for both protocols.
+//! - [`pairing`]: punktfunk/1 pairing on the host: the armed PIN, approvals, the ceremony.
+//! - [`control`]: the local control channel (`punktfunk-host pin`, `pair`, `clients`).
 //! - [`net`]: accepting connections with back-off when `accept` fails (out of descriptors).
 //! - [`mdns`]: service discovery.
 
 pub mod aids;
 pub mod apps;
 pub mod caps;
+pub mod clients;
 pub mod config;
 pub mod control;
 pub mod doctor;
 pub mod mdns;
 pub mod net;
+pub mod pairing;
 pub mod plan;
 pub mod proto;
 pub mod serve;

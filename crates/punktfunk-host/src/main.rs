@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use punktfunk_host::clients::{ClientStore, PairedClient};
 use punktfunk_host::config::{self, ConfigPaths, ServeFlags};
-use punktfunk_host::proto::gamestream::clients::ClientStore;
+use punktfunk_host::pairing::PendingView;
 use punktfunk_host::serve::serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +45,10 @@ enum Command {
         /// The 4 digits the client shows.
         pin: String,
     },
-    /// Manage paired GameStream (Moonlight) clients.
+    /// Arm pairing for one punktfunk/1 client: prints a fresh PIN (valid 2 minutes, for one
+    /// attempt) to type into `punktfunk-client pair HOST` and waits for the outcome.
+    Pair,
+    /// Manage paired clients of both protocols and pairing requests waiting for approval.
     Clients {
         #[command(subcommand)]
         action: ClientsAction,
@@ -53,11 +57,29 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ClientsAction {
-    /// List paired clients.
-    List,
-    /// Revoke a client (by the id `list` shows); it gets "not paired" from its next request on.
+    /// List paired clients (GameStream and punktfunk/1) and, when the host runs, pairing
+    /// requests waiting for approval.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client (by the id `list` shows): a GameStream client gets "not paired" from its
+    /// next request on; a punktfunk/1 client's running session ends and it is refused from then
+    /// on.
     Remove {
         /// Client id (or at least 6 leading digits of its fingerprint).
+        id: String,
+    },
+    /// Approve a punktfunk/1 client waiting to pair without a PIN (`punktfunk-client pair
+    /// --no-pin`); compare the id with the one the client prints.
+    Approve {
+        /// The request's id (as `list` shows it).
+        id: String,
+    },
+    /// Refuse a punktfunk/1 client waiting to pair without a PIN.
+    Refuse {
+        /// The request's id.
         id: String,
     },
 }
@@ -129,27 +151,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => bail!("unexpected answer from the host: {answer:?}"),
             }
         }
+        Command::Pair => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(pair(&dir))?;
+        }
         Command::Clients { action } => {
             let store = ClientStore::new(&dir);
             match action {
-                ClientsAction::List => {
+                ClientsAction::List { json } => {
                     let list = store.list()?;
-                    if list.is_empty() {
-                        println!("no paired clients");
-                    }
-                    for c in list {
-                        println!(
-                            "{}  {}  paired {}  sha256:{}",
-                            c.id, c.name, c.paired_at, c.fingerprint
-                        );
+                    let pending = pending_requests(&dir);
+                    if json {
+                        let v = serde_json::json!({ "clients": *list, "pending": pending });
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        print!("{}", clients_table(&list, &pending));
                     }
                 }
                 ClientsAction::Remove { id } => match store.remove(&id)? {
-                    Some(c) => println!("removed {} ({})", c.id, c.name),
+                    Some(c) => println!("removed {} ({}, {})", c.id, c.name, c.protocol.name()),
                     None => {
                         bail!("no paired client with id {id:?} (see `punktfunk-host clients list`)")
                     }
                 },
+                ClientsAction::Approve { id } => decide(&dir, "approve", &id)?,
+                ClientsAction::Refuse { id } => decide(&dir, "refuse", &id)?,
             }
         }
         Command::Serve(a) => {
@@ -186,4 +214,127 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `punktfunk-host pair`: arms a PIN on the running host and reports its ceremony.
+async fn pair(dir: &std::path::Path) -> Result<()> {
+    let mut lines = punktfunk_host::control::send_lines(dir, "pair").await?;
+    let first = lines.next_line().await?.unwrap_or_default();
+    if let Some(e) = first.strip_prefix("error: ") {
+        bail!("{e}");
+    }
+    let mut words = first.split_whitespace();
+    let (Some("pin"), Some(pin), Some(secs)) = (words.next(), words.next(), words.next()) else {
+        bail!("unexpected answer from the host: {first:?}");
+    };
+    println!("PIN {pin}");
+    eprintln!(
+        "Type it into the client within {secs} s: punktfunk-client pair THIS-HOST (it is good for one attempt)"
+    );
+    let last = lines.next_line().await?.unwrap_or_default();
+    if let Some(e) = last.strip_prefix("error: ") {
+        bail!("pairing did not complete: {e}");
+    }
+    match last.strip_prefix("paired ").and_then(|r| r.split_once(' ')) {
+        Some((id, name)) => println!("Paired {name} (id {id})"),
+        None => bail!("the host ended without a result ({last:?})"),
+    }
+    Ok(())
+}
+
+/// Approval requests waiting on the running host (none when no host runs).
+fn pending_requests(dir: &std::path::Path) -> Vec<PendingView> {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    rt.block_on(punktfunk_host::control::send(dir, "pending"))
+        .ok()
+        .and_then(|a| a.strip_prefix("pending ").map(str::to_string))
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
+}
+
+fn decide(dir: &std::path::Path, verb: &str, id: &str) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = rt.block_on(punktfunk_host::control::send(dir, &format!("{verb} {id}")))?;
+    if let Some(e) = answer.strip_prefix("error: ") {
+        bail!("{e}");
+    }
+    match answer.strip_prefix("ok ").and_then(|r| r.split_once(' ')) {
+        Some((id, name)) if verb == "approve" => {
+            println!("approved {name} (id {id}); it pairs now")
+        }
+        Some((id, name)) => println!("refused {name} (id {id})"),
+        None => bail!("unexpected answer from the host: {answer:?}"),
+    }
+    Ok(())
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM` UTC.
+fn utc(secs: u64) -> String {
+    // Days to a civil date (the proleptic Gregorian calendar's standard conversion).
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+fn clients_table(list: &[PairedClient], pending: &[PendingView]) -> String {
+    let mut out = String::new();
+    if list.is_empty() {
+        out.push_str("no paired clients\n");
+    } else {
+        out.push_str(&format!(
+            "{:<12}  {:<11}  {:<20}  {:<16}  {:<16}  FINGERPRINT\n",
+            "ID", "PROTOCOL", "NAME", "PAIRED (UTC)", "LAST SEEN"
+        ));
+        for c in list {
+            out.push_str(&format!(
+                "{:<12}  {:<11}  {:<20}  {:<16}  {:<16}  sha256:{}\n",
+                c.id,
+                c.protocol.name(),
+                c.name,
+                utc(c.paired_at),
+                c.last_seen.map_or_else(|| "never".to_string(), utc),
+                c.fingerprint
+            ));
+        }
+    }
+    if !pending.is_empty() {
+        out.push_str("\nwaiting for approval (punktfunk-host clients approve ID):\n");
+        for p in pending {
+            out.push_str(&format!(
+                "{:<12}  {:<20}  from {}  waiting {} s  sha256:{}\n",
+                p.id, p.name, p.remote, p.waiting_secs, p.fingerprint
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unix_times_print_as_utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(super::utc(1_796_515_200 + 3_723), "2026-12-06 01:02");
+    }
 }

@@ -9,7 +9,7 @@
 
 use crate::caps::HostCaps;
 use crate::proto::punktfunk1::dataplane::DataPlane;
-use crate::session::registry::Registry;
+use crate::session::registry::{Protocol, Registry};
 use crate::session::HostContext;
 use anyhow::{Context, Result};
 use punktfunk_core::control::{Codec, Mode};
@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub session_limit: Option<usize>,
     /// Time a client has to complete the handshake.
     pub handshake_timeout: Duration,
+    /// Serve punktfunk/1 clients that never paired.
+    pub allow_unpaired: bool,
     /// Codecs offered, in the host's preference order.
     pub codecs: Vec<Codec>,
     /// Largest mode served.
@@ -116,6 +118,27 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         codecs = %offered.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
         "punktfunk/1 offers the codecs whose encoder opens"
     );
+    // A store that does not parse stops the host here, before any client could be told it is
+    // not paired (which would look like every pairing was forgotten).
+    let clients = crate::clients::ClientStore::new(&cfg.config_dir);
+    let paired = clients
+        .list()
+        .context("the paired-client store is unusable; the host will not start without it")?;
+    let p1_paired = paired
+        .iter()
+        .filter(|c| c.protocol == Protocol::Punktfunk1)
+        .count();
+    if cfg.allow_unpaired {
+        tracing::warn!(
+            "punktfunk/1 serves unpaired clients (--allow-unpaired): anyone who can reach the \
+             port can watch and control this desktop; use it on a trusted network only"
+        );
+    } else {
+        tracing::info!(
+            paired = p1_paired,
+            "punktfunk/1 serves paired clients only (pair one with `punktfunk-host pair`)"
+        );
+    }
     let ctx = Arc::new(HostContext {
         caps,
         prefs: cfg.desktop.clone(),
@@ -124,6 +147,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         stats_json: cfg.stats_json.clone(),
         epoch: Instant::now(),
         apps: Arc::new(crate::apps::Catalog::load(&cfg.config_dir)?),
+        fingerprint,
+        clients,
+        pairing: Arc::new(crate::pairing::Pairing::new()),
     });
     let endpoint = server_endpoint(cfg.listen, &identity).context("binding the QUIC endpoint")?;
     let listen = endpoint.local_addr()?;
@@ -133,6 +159,18 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         }
         None => None,
     };
+    let gs_pin = gamestream.clone().map(|gs| {
+        Box::new(move |pin: &str| gs.submit_pin(pin).map_err(|e| e.to_string()))
+            as crate::control::PinEntry
+    });
+    let sock = crate::control::start(
+        &cfg.config_dir,
+        crate::control::Commands {
+            gamestream_pin: gs_pin,
+            pairing: ctx.pairing.clone(),
+        },
+    )?;
+    tracing::info!(socket = %sock.display(), "control channel ready (punktfunk-host pair, pin NNNN)");
     let _mdns = if cfg.mdns {
         let host = cfg
             .gamestream
@@ -170,8 +208,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     );
     tracing::info!(%listen, data_port = data.port(), max_sessions = cfg.max_sessions, "listening");
 
-    // Sessions that got past the QUIC handshake count towards `session_limit`; a client
-    // refused by TLS (wrong pin) does not.
+    // Connections that ask for a session count towards `session_limit` (also when refused as
+    // busy or failing later); a client refused by TLS (wrong pin), a pairing connection and an
+    // unpaired client's refused Hello do not.
     let established = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -209,7 +248,6 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                     return;
                 }
             };
-            established.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = crate::proto::punktfunk1::connection(
                 conn.clone(),
                 &cfg,
@@ -217,6 +255,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                 &offered,
                 &data,
                 stop,
+                &established,
             )
             .await
             {
@@ -246,9 +285,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     }
     endpoint.close(0u32.into(), b"shutdown");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-    if gamestream.is_some() {
-        let _ = std::fs::remove_file(crate::control::socket_path(&cfg.config_dir));
-    }
+    let _ = std::fs::remove_file(crate::control::socket_path(&cfg.config_dir));
     tracing::info!("stopped");
     Ok(())
 }

@@ -468,7 +468,10 @@ fn pairing_apps_launch_and_revocation() {
     // Revocation takes effect on the next request.
     let (ok, list) = host.cli(&["clients", "list"]);
     assert!(ok, "{list}");
-    let id = list.split_whitespace().next().unwrap().to_string();
+    // A header line, then one row per client: id first, then the protocol.
+    let row = list.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("GameStream"), "{list}");
+    let id = row.split_whitespace().next().unwrap().to_string();
     let (ok, out) = host.cli(&["clients", "remove", &id]);
     assert!(ok, "{out}");
     let (_, b) = host.https(me, &format!("/serverinfo?{Q}"));

@@ -112,6 +112,9 @@ pub enum Trust {
         /// The key the host is stored under (what the user typed, e.g. `box:47800`).
         host_key: String,
     },
+    /// Any certificate (its handshake signature still verified), nothing stored: for a pairing
+    /// ceremony, which authenticates the host by the PIN and binds the fingerprint seen here.
+    Pairing,
 }
 
 /// A connected client: the connection and how the host's certificate was trusted.
@@ -139,6 +142,7 @@ pub async fn connect(
             known_hosts,
             host_key,
         } => known_hosts.lookup(host_key)?,
+        Trust::Pairing => None,
     };
     let verifier = Arc::new(HostVerifier::new(expected));
     let seen = verifier.seen();
@@ -206,7 +210,7 @@ pub async fn connect(
 
 fn untrusted_message(trust: &Trust, want: Fingerprint, got: Fingerprint) -> String {
     match trust {
-        Trust::Pinned(_) => format!(
+        Trust::Pinned(_) | Trust::Pairing => format!(
             "the host's certificate fingerprint is {got}, not the pinned {want}; refusing to connect"
         ),
         Trust::Tofu { known_hosts, host_key } => format!(
@@ -266,6 +270,14 @@ impl ControlStream {
                 Some(n) => self.reader.push(&self.buf[..n]),
                 None => return Ok(None),
             }
+        }
+    }
+
+    /// Finishes the sending side and waits (at most `within`) until the peer has acknowledged
+    /// everything sent, so closing the connection next does not discard a last message.
+    pub async fn finish_delivered(&mut self, within: Duration) {
+        if self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(within, self.send.stopped()).await;
         }
     }
 

@@ -127,6 +127,8 @@ fn measure(
         "--sessions",
         "1",
         "--no-mdns",
+        // A measurement on loopback: the client does not pair first.
+        "--allow-unpaired",
     ])
     .arg("--stats-json")
     .arg(&stats)

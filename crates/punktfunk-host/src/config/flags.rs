@@ -29,6 +29,15 @@ pub struct ServeFlags {
     /// Codecs offered, in preference order (h264, hevc, av1). [default: h264,hevc,av1]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub codecs: Option<Vec<String>>,
+    /// Serve punktfunk/1 clients that never paired (trust on first use, for a trusted network
+    /// only): anyone who reaches the port can watch and control the desktop. Logged as a
+    /// warning at start. [default: pairing required]
+    #[arg(long, overrides_with = "require_pairing")]
+    pub allow_unpaired: bool,
+    /// Serve only paired punktfunk/1 clients (the default; overrides the file's
+    /// `allow_unpaired`).
+    #[arg(long, overrides_with = "allow_unpaired")]
+    pub require_pairing: bool,
     /// Largest mode served, WIDTHxHEIGHT@FPS. [default: 3840x2160@240]
     #[arg(long, value_name = "MODE")]
     pub max_mode: Option<String>,

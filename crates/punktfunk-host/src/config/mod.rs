@@ -27,6 +27,7 @@
 //! listen = "0.0.0.0:47800"
 //! data_port = 47801           # default: the QUIC port + 1; 0 = any free port
 //! handshake_timeout = 5.0     # seconds
+//! allow_unpaired = false      # true: serve clients that never paired (trusted networks only)
 //! codecs = ["h264", "hevc", "av1"]
 //! bitrate = 10000             # kbit/s when the client asks for none
 //! max_bitrate = 150000
@@ -685,6 +686,15 @@ pub fn resolve(
                 Err(Problem::NotPositive(s))
             }
         })?;
+    let allow_unpaired = layers
+        .pick(
+            flags::switch(flags.allow_unpaired, flags.require_pairing),
+            "--allow-unpaired/--require-pairing",
+            p1.and_then(|s| s.allow_unpaired.as_ref()),
+            "punktfunk1.allow_unpaired",
+            false,
+        )
+        .value;
     let codec_list = layers
         .pick(
             flags.codecs.clone().map(Names::List),
@@ -875,6 +885,7 @@ pub fn resolve(
             listen,
             data_port,
             handshake_timeout,
+            allow_unpaired,
             codecs: codec_list.iter().map(|c| c.name()).collect(),
             bitrate: default_bitrate,
             max_bitrate,
@@ -903,6 +914,7 @@ pub fn resolve(
         max_sessions,
         session_limit: sessions,
         handshake_timeout: Duration::from_secs_f64(handshake_timeout),
+        allow_unpaired,
         codecs: codec_list,
         max_mode,
         default_bitrate_kbps: default_bitrate,

@@ -152,6 +152,12 @@ pub struct HostContext {
     pub epoch: Instant,
     /// The apps clients may launch (read once at start).
     pub apps: Arc<crate::apps::Catalog>,
+    /// The host certificate's fingerprint (bound into pairing ceremonies).
+    pub fingerprint: punktfunk_quic::Fingerprint,
+    /// Paired clients of both protocols.
+    pub clients: crate::clients::ClientStore,
+    /// punktfunk/1 pairing: the armed PIN, approval requests.
+    pub pairing: Arc<crate::pairing::Pairing>,
 }
 
 impl std::fmt::Debug for HostContext {

@@ -2,7 +2,7 @@
 //!
 //! - [`nvhttp`]: HTTP and HTTPS servers for discovery info, pairing and app control;
 //! - [`tls`]: the HTTPS configuration (client certificate required, judged by the store);
-//! - [`clients`]: the paired-client store;
+//! - paired clients live in the host's one store, [`crate::clients`];
 //! - [`apps`]: the app catalog;
 //! - [`rtsp`]: the RTSP server that sets up a streaming session;
 //! - [`stream`]: the streaming session itself (video, audio, the ENet control stream, input).
@@ -13,7 +13,6 @@
 //! nvhttp. That is weaker than punktfunk/1, which is why it is off unless asked for
 //! (`serve --gamestream`).
 
-pub mod clients;
 pub mod nvhttp;
 pub mod rtsp;
 pub mod stream;
@@ -42,16 +41,8 @@ pub fn codec_modes(caps: &HostCaps) -> u32 {
     .fold(0, |bits, (_, b)| bits | b)
 }
 
-struct PinHandler(crate::proto::gamestream::GameStream);
-
-impl crate::control::Handler for PinHandler {
-    fn pin(&self, pin: &str) -> Result<(), nvhttp::PinError> {
-        self.0.submit_pin(pin)
-    }
-}
-
-/// Starts the GameStream host, its control channel and (when the terminal is interactive) a
-/// reader for PINs typed into it.
+/// Starts the GameStream host and (when the terminal is interactive) a reader for PINs typed
+/// into it. The control channel's `pin` command reaches it through `serve`.
 pub(crate) async fn start(
     cfg: &ServeConfig,
     ctx: &Arc<HostContext>,
@@ -76,8 +67,6 @@ pub(crate) async fn start(
     )
     .await?;
     start_gamestream_streams(&gs, ctx, o, codec_modes, bind).await?;
-    let sock = crate::control::start(&cfg.config_dir, Arc::new(PinHandler(gs.clone())))?;
-    tracing::info!(socket = %sock.display(), "control channel ready (punktfunk-host pin NNNN)");
     // SAFETY: isatty only inspects the descriptor.
     if unsafe { libc::isatty(0) } == 1 {
         let g = gs.clone();

@@ -10,8 +10,8 @@
 //! within a minute lock pairing for a minute) is [`PairingGate`]'s; this file only wakes the
 //! waiting request and stores the paired certificate.
 
-use super::clients::ClientStore;
 use crate::apps::{self, Catalog};
+use crate::clients::ClientStore;
 use crate::net::Acceptor;
 use crate::session::app::{AppSession, OutputHandle};
 use anyhow::{Context, Result};
@@ -154,7 +154,7 @@ impl GameStream {
             "GameStream (Moonlight) host listening"
         );
         let inner = Arc::new(Inner {
-            store: ClientStore::new(&cfg.config_dir),
+            store: cfg.ctx.clients.clone(),
             uuid,
             host,
             apps,
@@ -340,7 +340,7 @@ impl GameStream {
                 _ => reply(Reply::error(404, "Not Found")),
             };
         }
-        let client = match cert.map(|c| self.inner.store.find(c)) {
+        let client = match cert.map(|c| self.inner.store.find_cert(c)) {
             Some(Ok(Some(c))) => c,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the paired-client store; refusing");
@@ -501,7 +501,7 @@ impl GameStream {
                 client_name,
                 client_cert,
                 reply,
-            } => match self.inner.store.add(&client_name, &client_cert) {
+            } => match self.inner.store.add_gamestream(&client_name, &client_cert) {
                 Ok(c) => {
                     tracing::info!(client = %c.name, id = %c.id, "paired a GameStream client");
                     println!("Paired {} (id {})", c.name, c.id);
@@ -535,7 +535,7 @@ impl GameStream {
         &self,
         req: &Request,
         local: SocketAddr,
-        client: &super::clients::PairedClient,
+        client: &crate::clients::PairedClient,
         resume: bool,
     ) -> Reply {
         let request = match LaunchRequest::parse(req, resume) {

@@ -3,9 +3,17 @@
 //! sans-IO [`HostControl`] serving control messages and input datagrams until either side ends
 //! it.
 //!
+//! Trust: the client's certificate fingerprint (its key proven by the TLS handshake) decides.
+//! A connection whose first message is `PairStart` runs the pairing ceremony ([`pair`]) and
+//! nothing else; a `Hello` from a client that is not paired is refused before any handshake
+//! state, session slot, stream or input exists (unless `allow_unpaired`); a paired client's
+//! session ends when its pairing is removed.
+//!
 //! - [`dataplane`]: the shared data-plane UDP socket and its probe authentication.
+//! - [`pair`]: the pairing ceremony's driver.
 
 pub mod dataplane;
+pub mod pair;
 
 use crate::plan::{self, StreamRequest};
 use crate::serve::ServeConfig;
@@ -35,6 +43,9 @@ use std::time::{Duration, Instant};
 /// How long the host waits, after a session's last message, for the client to close the
 /// connection.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// What an unpaired client is told (its `punktfunk-client` names the host it was given).
+pub const PAIRING_REQUIRED: &str = "this host requires pairing: run punktfunk-client pair HOST";
 
 /// Fills `buf` from the system's secure random source.
 fn fill_random(buf: &mut [u8]) {
@@ -68,8 +79,9 @@ pub(crate) async fn connection(
     offered: &[Codec],
     data: &DataPlane,
     stop: tokio::sync::watch::Receiver<bool>,
+    sessions: &std::sync::atomic::AtomicUsize,
 ) -> Result<()> {
-    let r = serve_connection(conn.clone(), cfg, ctx, offered, data, stop).await;
+    let r = serve_connection(conn.clone(), cfg, ctx, offered, data, stop, sessions).await;
     // The client closes the connection once it has read the session's last message (a Bye:
     // shutdown, busy, a refused stream, a handshake timeout); closing first would discard it
     // while in flight or unread.
@@ -84,22 +96,76 @@ async fn serve_connection(
     offered: &[Codec],
     data: &DataPlane,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    sessions: &std::sync::atomic::AtomicUsize,
 ) -> Result<()> {
     let remote = conn.remote_address();
-    // The TLS handshake proved the client holds this certificate's key.
-    let client_fp = punktfunk_quic::peer_fingerprint(&conn)
-        .map_or_else(|| "none".to_string(), |f| f.to_string());
+    // The TLS handshake proved the client holds this certificate's key (the host requires a
+    // client certificate, so there always is one).
+    let client =
+        punktfunk_quic::peer_fingerprint(&conn).context("the client presented no certificate")?;
+    let client_fp = client.to_string();
+    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    let mut cs = tokio::time::timeout_at(deadline, ControlStream::accept(&conn))
+        .await
+        .context("client opened no control stream in time")??;
+    let first = match tokio::time::timeout_at(deadline, cs.recv()).await {
+        Err(_) => {
+            let _ = cs
+                .send(&Message::Bye {
+                    reason: ByeReason::TIMEOUT,
+                    message: "handshake took too long".into(),
+                })
+                .await;
+            anyhow::bail!("{remote} sent nothing in time");
+        }
+        Ok(Ok(Some(m))) => m,
+        Ok(Ok(None)) => anyhow::bail!("{remote} closed the control stream before a message"),
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    if let Message::PairStart(_) = first {
+        return pair::ceremony(
+            &mut cs,
+            first,
+            client,
+            ctx.fingerprint,
+            ctx,
+            remote,
+            &mut stop,
+        )
+        .await;
+    }
+    let paired = ctx
+        .clients
+        .find(Protocol::Punktfunk1, &client_fp)
+        .map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "cannot read the paired-client store; refusing");
+            e
+        });
+    let paired = match paired {
+        Ok(Some(c)) => Some(c),
+        Ok(None) if cfg.allow_unpaired => None,
+        Ok(None) | Err(_) => {
+            tracing::warn!(%remote, client_fingerprint = %client_fp,
+                "refused an unpaired punktfunk/1 client (pair it: punktfunk-host pair)");
+            let _ = cs
+                .send(&Message::Bye {
+                    reason: ByeReason::PAIRING_REQUIRED,
+                    message: PAIRING_REQUIRED.into(),
+                })
+                .await;
+            return Ok(());
+        }
+    };
+    sessions.fetch_add(1, Ordering::SeqCst);
     let ticket = ctx
         .registry
         .admit(Protocol::Punktfunk1, &remote.to_string());
-    let mut cs = tokio::time::timeout(cfg.handshake_timeout, ControlStream::accept(&conn))
-        .await
-        .context("client opened no control stream in time")??;
     let mut hs = HostHandshake::new(policy(cfg, offered, data));
     if let Err(busy) = &ticket {
         hs.refuse(ByeReason::BUSY, &busy.to_string());
+    } else {
+        hs.handle(first, &mut fill_random);
     }
-    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let (welcome, hello) = loop {
         while let Some(m) = hs.poll_message() {
             cs.send(&m).await?;
@@ -134,6 +200,15 @@ async fn serve_connection(
         mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps, fec_percent = welcome.fec_percent,
         "session established"
     );
+    if paired.is_some() {
+        let store = ctx.clients.clone();
+        let fp = client_fp.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.touch(Protocol::Punktfunk1, &fp) {
+                tracing::warn!(error = %format!("{e:#}"), "cannot record when the client was last seen");
+            }
+        });
+    }
 
     let c2h = packet_key(
         welcome.suite,
@@ -163,7 +238,20 @@ async fn serve_connection(
     };
     session.register(ticket);
     let hc = HostControl::new(&welcome, hs.policy().clone(), ctx.epoch, Instant::now());
-    let result = control_loop(&conn, &mut cs, &session, app.as_ref(), hc, &mut stop).await;
+    // A paired client's session lasts as long as its pairing.
+    let still_paired = || {
+        paired.is_none() || !matches!(ctx.clients.find(Protocol::Punktfunk1, &client_fp), Ok(None))
+    };
+    let result = control_loop(
+        &conn,
+        &mut cs,
+        &session,
+        app.as_ref(),
+        hc,
+        &mut stop,
+        &still_paired,
+    )
+    .await;
     data.unregister(welcome.session_id);
     let stats = session.stats();
     // The stream first, then the app, then (with the last handle) its output.
@@ -294,6 +382,7 @@ async fn control_loop(
     app: Option<&StreamApp>,
     mut hc: HostControl,
     stop: &mut tokio::sync::watch::Receiver<bool>,
+    still_paired: &(dyn Fn() -> bool + Sync),
 ) -> Result<String> {
     let mut reply: Option<tokio::sync::oneshot::Receiver<Result<(u32, u32), VideoError>>> = None;
     let mut watch = tokio::time::interval(Duration::from_millis(250));
@@ -345,6 +434,9 @@ async fn control_loop(
             _ = watch.tick() => {
                 if let Some(e) = session.failure() {
                     hc.handle_pipeline_failed(Instant::now(), &e);
+                } else if !still_paired() {
+                    tracing::warn!("the client's pairing was removed: ending its session");
+                    hc.shutdown(Instant::now(), ByeReason::REVOKED, "the host's owner removed this client's pairing");
                 } else if app.is_some_and(|a| a.exited.load(Ordering::Relaxed)) {
                     hc.shutdown(Instant::now(), ByeReason::NORMAL, "the app exited");
                 }
