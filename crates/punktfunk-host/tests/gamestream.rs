@@ -468,6 +468,7 @@ fn pairing_apps_launch_and_revocation() {
     // Revocation takes effect on the next request.
     let (ok, list) = host.cli(&["clients", "list"]);
     assert!(ok, "{list}");
+    assert!(!list.contains("never"), "the launch recorded when it was last seen: {list}");
     // A header line, then one row per client: id first, then the protocol.
     let row = list.lines().nth(1).unwrap_or_default();
     assert!(row.contains("GameStream"), "{list}");

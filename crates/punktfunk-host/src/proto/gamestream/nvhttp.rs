@@ -542,6 +542,13 @@ impl GameStream {
             Ok(r) => r,
             Err(reply) => return reply,
         };
+        // A launch or resume is when a GameStream client was last seen.
+        if let Err(e) = self.inner.store.touch(
+            crate::session::registry::Protocol::GameStream,
+            &client.fingerprint,
+        ) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot record when the client was last seen");
+        }
         let url = session_url(request.core_version >= 1, local.ip(), self.inner.rtsp_port);
         let mut st = self.inner.lock();
         if resume {
