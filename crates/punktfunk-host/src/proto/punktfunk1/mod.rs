@@ -70,6 +70,16 @@ fn policy(cfg: &ServeConfig, offered: &[Codec], data: &DataPlane) -> HostPolicy 
     }
 }
 
+/// Tells a client that it missed the handshake's deadline.
+async fn too_slow(cs: &mut ControlStream) {
+    let _ = cs
+        .send(&Message::Bye {
+            reason: ByeReason::TIMEOUT,
+            message: "handshake took too long".into(),
+        })
+        .await;
+}
+
 /// Serves one QUIC connection (handshake, session, control, teardown), then gives the client
 /// a moment to read the host's last message before the connection is closed.
 pub(crate) async fn connection(
@@ -110,12 +120,7 @@ async fn serve_connection(
         .context("client opened no control stream in time")??;
     let first = match tokio::time::timeout_at(deadline, cs.recv()).await {
         Err(_) => {
-            let _ = cs
-                .send(&Message::Bye {
-                    reason: ByeReason::TIMEOUT,
-                    message: "handshake took too long".into(),
-                })
-                .await;
+            too_slow(&mut cs).await;
             anyhow::bail!("{remote} sent nothing in time");
         }
         Ok(Ok(Some(m))) => m,
@@ -178,12 +183,7 @@ async fn serve_connection(
         }
         match tokio::time::timeout_at(deadline, cs.recv()).await {
             Err(_) => {
-                let _ = cs
-                    .send(&Message::Bye {
-                        reason: ByeReason::TIMEOUT,
-                        message: "handshake took too long".into(),
-                    })
-                    .await;
+                too_slow(&mut cs).await;
                 anyhow::bail!("handshake with {remote} timed out");
             }
             Ok(Ok(Some(m))) => hs.handle(m, &mut fill_random),
