@@ -79,14 +79,7 @@ fn start_host(sway: &HeadlessSway, probe_log: &Path, probe_args: &[&str]) -> Hos
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let err = BufReader::new(child.stderr.take().unwrap());
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in err.lines().map_while(Result::ok) {
-            l.lock().unwrap().push(line);
-        }
-    });
+    let log = punktfunk_testenv::collect_lines(child.stderr.take().unwrap());
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

@@ -63,14 +63,7 @@ impl Host {
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default());
         }
         let mut child = cmd.spawn().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let err = BufReader::new(child.stderr.take().unwrap());
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                l.lock().unwrap().push(line);
-            }
-        });
+        let log = punktfunk_testenv::collect_lines(child.stderr.take().unwrap());
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
@@ -468,7 +461,10 @@ fn pairing_apps_launch_and_revocation() {
     // Revocation takes effect on the next request.
     let (ok, list) = host.cli(&["clients", "list"]);
     assert!(ok, "{list}");
-    assert!(!list.contains("never"), "the launch recorded when it was last seen: {list}");
+    assert!(
+        !list.contains("never"),
+        "the launch recorded when it was last seen: {list}"
+    );
     // A header line, then one row per client: id first, then the protocol.
     let row = list.lines().nth(1).unwrap_or_default();
     assert!(row.contains("GameStream"), "{list}");

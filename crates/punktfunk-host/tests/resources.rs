@@ -54,14 +54,7 @@ impl Host {
             });
         }
         let mut child = cmd.spawn().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let err = BufReader::new(child.stderr.take().unwrap());
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                l.lock().unwrap().push(line);
-            }
-        });
+        let log = punktfunk_testenv::collect_lines(child.stderr.take().unwrap());
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();

@@ -14,6 +14,8 @@
 //!
 //! [`ProbeLog`] reads the desktop probe app's log of the input it received.
 //!
+//! [`collect_lines`] keeps what a child process writes (its log) for a test to read later.
+//!
 //! [`sibling_bin`] finds (and if need be builds) another package's binary in the caller's
 //! target directory, for process tests that run the host, the client and the probe app together.
 
@@ -305,6 +307,22 @@ fn lookup_user(user: &str) -> Option<(u32, u32)> {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() > 3 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
+}
+
+/// Reads `from` (a child's stderr, say) line by line on a thread of its own, into the returned
+/// list, so the child never blocks on a full pipe and the test can look at what it said so far.
+pub fn collect_lines(
+    from: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            l.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    lines
 }
 
 /// The binary `bin` of `package` in the directory of `next_to` (a binary of the same target
