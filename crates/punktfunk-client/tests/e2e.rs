@@ -32,6 +32,10 @@ struct Host {
     quic: SocketAddr,
     data_port: u16,
     fingerprint: String,
+    /// The host was started with `--allow-unpaired`: clients connect without pairing.
+    open: bool,
+    /// Client config directories paired with this host so far.
+    paired: std::sync::Mutex<Vec<PathBuf>>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,8 +51,9 @@ fn start_host(extra: &[&str]) -> Host {
 }
 
 /// [`start_host`] with the config directory `dir` (prepared by the test: apps.toml, …).
-/// These tests are about streaming, so the host serves unpaired clients; pairing has its own
-/// tests (`tests/pairing.rs`).
+/// The host requires pairing (unless `extra` says `--allow-unpaired`); [`client`] pairs each
+/// client config directory once, the way a person would. `tests/pairing.rs` tests pairing
+/// itself.
 fn start_host_in(dir: tempfile::TempDir, extra: &[&str]) -> Host {
     let mut child = Command::new(host_bin())
         .args([
@@ -61,7 +66,6 @@ fn start_host_in(dir: tempfile::TempDir, extra: &[&str]) -> Host {
             "127.0.0.1:0",
             "--data-port",
             "0",
-            "--allow-unpaired",
         ])
         .args(extra)
         .stdout(Stdio::piped())
@@ -90,6 +94,8 @@ fn start_host_in(dir: tempfile::TempDir, extra: &[&str]) -> Host {
         quic,
         data_port,
         fingerprint,
+        open: extra.contains(&"--allow-unpaired"),
+        paired: Default::default(),
         _dir: dir,
     }
 }
@@ -100,7 +106,45 @@ struct Run {
     stderr: String,
 }
 
+/// Pairs the client config `config` with `host` unless done before (or the host is open):
+/// `punktfunk-host pair` arms a PIN, `punktfunk-client pair --pin-code` types it.
+fn ensure_paired(host: &Host, config: &Path) {
+    let mut paired = host.paired.lock().unwrap();
+    if host.open || paired.iter().any(|p| p == config) {
+        return;
+    }
+    let mut arm = Command::new(host_bin())
+        .args(["--config-dir", host._dir.path().to_str().unwrap(), "pair"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(arm.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let pin = line
+        .strip_prefix("PIN ")
+        .expect("a PIN line")
+        .trim()
+        .to_string();
+    let status = Command::new(client_bin())
+        .args(["--config-dir", config.to_str().unwrap(), "--log", "warn"])
+        .args(["pair", &host.quic.to_string(), "--pin-code", &pin])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "pairing the test client");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(
+        arm.wait().unwrap().success() && rest.starts_with("Paired"),
+        "{rest}"
+    );
+    paired.push(config.to_path_buf());
+}
+
 fn client(host: &Host, config: &Path, args: &[&str]) -> Run {
+    ensure_paired(host, config);
     let out = Command::new(client_bin())
         .args([
             "--config-dir",
@@ -312,7 +356,8 @@ fn reconfigure_changes_the_decoded_size_mid_stream() {
 #[test]
 fn sessions_back_to_back_with_trust_on_first_use_and_pins() {
     let _serial = serial();
-    let host = start_host(&["--sessions", "3"]);
+    // Trust on first use is what a host without pairing (a trusted network) relies on.
+    let host = start_host(&["--sessions", "3", "--allow-unpaired"]);
     let cfg = tempfile::tempdir().unwrap();
     // First use: stored.
     let r = client(
@@ -392,7 +437,7 @@ fn sessions_back_to_back_with_trust_on_first_use_and_pins() {
 fn a_changed_host_identity_is_refused_with_advice() {
     let _serial = serial();
     let cfg = tempfile::tempdir().unwrap();
-    let first = start_host(&["--sessions", "1"]);
+    let first = start_host(&["--sessions", "1", "--allow-unpaired"]);
     let r = client(
         &first,
         cfg.path(),
@@ -401,7 +446,7 @@ fn a_changed_host_identity_is_refused_with_advice() {
     assert!(r.ok, "{}", r.stderr);
     // Another host (new identity) answering under the same name: store the first host's entry
     // under the second's address, as if the machine had been reinstalled.
-    let second = start_host(&["--sessions", "1"]);
+    let second = start_host(&["--sessions", "1", "--allow-unpaired"]);
     let kh = cfg.path().join("client/known_hosts");
     let text = std::fs::read_to_string(&kh)
         .unwrap()
@@ -442,6 +487,7 @@ fn sigterm_mid_stream_ends_the_session_with_a_shutdown_bye_and_the_host_exits_cl
     // No session limit: only the signal can make this host stop.
     let mut host = start_host(&[]);
     let cfg = tempfile::tempdir().unwrap();
+    ensure_paired(&host, cfg.path());
     let mut c = Command::new(client_bin())
         .args([
             "--config-dir",

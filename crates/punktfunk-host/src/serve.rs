@@ -208,10 +208,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     );
     tracing::info!(%listen, data_port = data.port(), max_sessions = cfg.max_sessions, "listening");
 
-    // Connections that ask for a session count towards `session_limit` (also when refused as
-    // busy or failing later); a client refused by TLS (wrong pin), a pairing connection and an
-    // unpaired client's refused Hello do not.
-    let established = Arc::new(AtomicUsize::new(0));
+    // Connections that asked for a session count towards `session_limit` once they ended
+    // (also when refused as busy or failing later); a client refused by TLS (wrong pin), a
+    // pairing connection and an unpaired client's refused Hello do not.
+    let ended = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let cfg = Arc::new(cfg);
@@ -222,7 +222,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     loop {
         if cfg
             .session_limit
-            .is_some_and(|n| established.load(Ordering::SeqCst) >= n)
+            .is_some_and(|n| ended.load(Ordering::SeqCst) >= n)
         {
             break;
         }
@@ -232,11 +232,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let remote = incoming.remote_address();
-        let (cfg, ctx, data, established, offered, stop) = (
+        let (cfg, ctx, data, ended, offered, stop) = (
             cfg.clone(),
             ctx.clone(),
             data.clone(),
-            established.clone(),
+            ended.clone(),
             offered.clone(),
             stop_rx.clone(),
         );
@@ -255,7 +255,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                 &offered,
                 &data,
                 stop,
-                &established,
+                &ended,
             )
             .await
             {

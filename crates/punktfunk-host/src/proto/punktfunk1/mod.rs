@@ -161,7 +161,14 @@ async fn serve_connection(
             return Ok(());
         }
     };
-    sessions.fetch_add(1, Ordering::SeqCst);
+    // Counted when it ends, however it ends (the host's `--sessions` limit counts ended ones).
+    struct Ended<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let _ended = Ended(sessions);
     let ticket = ctx
         .registry
         .admit(Protocol::Punktfunk1, &remote.to_string());
