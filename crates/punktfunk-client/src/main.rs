@@ -16,7 +16,8 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "punktfunk-client", version)]
 struct Cli {
-    /// Directory for known host fingerprints (default: $XDG_CONFIG_HOME/punktfunk or ~/.config/punktfunk).
+    /// Directory for this client's identity and the fingerprints of known hosts (default:
+    /// $XDG_CONFIG_HOME/punktfunk or ~/.config/punktfunk).
     #[arg(long, global = true, value_name = "DIR")]
     config_dir: Option<PathBuf>,
     /// Log filter (e.g. info, debug). Also read from RUST_LOG.

@@ -202,11 +202,23 @@ impl KnownHosts {
             .map(str::to_string)
             .collect();
         out.push(format!("{host} {fp}"));
-        let tmp = self.path.with_extension("tmp");
+        self.replace(&(out.join("\n") + "\n"))
+    }
+
+    /// Replaces the file atomically: a temporary file of this process, fsynced, renamed over
+    /// the store, then the directory fsynced (a crash leaves the old list or the new one).
+    fn replace(&self, text: &str) -> std::io::Result<()> {
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
         let mut f = fs::File::create(&tmp)?;
-        f.write_all((out.join("\n") + "\n").as_bytes())?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
-        fs::rename(&tmp, &self.path)
+        fs::rename(&tmp, &self.path)?;
+        match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
     }
 
     /// Removes the entry for `host`, if any.
@@ -218,7 +230,7 @@ impl KnownHosts {
             .lines()
             .filter(|l| l.split_whitespace().next() != Some(host))
             .collect();
-        fs::write(&self.path, out.join("\n") + "\n")
+        self.replace(&(out.join("\n") + "\n"))
     }
 }
 
