@@ -113,32 +113,11 @@ fn ensure_paired(host: &Host, config: &Path) {
     if host.open || paired.iter().any(|p| p == config) {
         return;
     }
-    let mut arm = Command::new(host_bin())
-        .args(["--config-dir", host._dir.path().to_str().unwrap(), "pair"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(arm.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let pin = line
-        .strip_prefix("PIN ")
-        .expect("a PIN line")
-        .trim()
-        .to_string();
-    let status = Command::new(client_bin())
-        .args(["--config-dir", config.to_str().unwrap(), "--log", "warn"])
-        .args(["pair", &host.quic.to_string(), "--pin-code", &pin])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "pairing the test client");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert!(
-        arm.wait().unwrap().success() && rest.starts_with("Paired"),
-        "{rest}"
+    common::pair(
+        host._dir.path(),
+        &host.quic.to_string(),
+        config,
+        "e2e-client",
     );
     paired.push(config.to_path_buf());
 }

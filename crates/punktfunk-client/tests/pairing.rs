@@ -24,6 +24,12 @@ fn host_bin() -> PathBuf {
     common::sibling_bin("punktfunk-host", "punktfunk-host")
 }
 
+/// The host exited before it listened; what it logged.
+#[derive(Debug)]
+struct NotStarted {
+    log: String,
+}
+
 struct Host {
     child: Child,
     quic: String,
@@ -40,7 +46,7 @@ impl Drop for Host {
 
 impl Host {
     /// `serve` on the test pattern with the logging input injector, config in `dir`.
-    fn start(dir: &Path, extra: &[&str]) -> Result<Host, String> {
+    fn start(dir: &Path, extra: &[&str]) -> Result<Host, NotStarted> {
         let mut child = Command::new(host_bin())
             .args(["--config-dir", dir.to_str().unwrap()])
             // The log injector reports each event at debug.
@@ -68,7 +74,9 @@ impl Host {
         if !line.contains("listening") {
             let _ = child.wait();
             std::thread::sleep(Duration::from_millis(100));
-            return Err(log.lock().unwrap().join("\n"));
+            return Err(NotStarted {
+                log: log.lock().unwrap().join("\n"),
+            });
         }
         Ok(Host {
             child,
@@ -86,42 +94,9 @@ impl Host {
         host_cli(&self.dir, args)
     }
 
-    /// Arms a PIN: the running `pair` command and the PIN it printed.
-    fn arm(&self) -> (Child, String) {
-        let mut c = Command::new(host_bin())
-            .args(["--config-dir", self.dir.to_str().unwrap(), "pair"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut out = BufReader::new(c.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
-        let pin = line
-            .strip_prefix("PIN ")
-            .unwrap_or_else(|| panic!("no PIN line: {line:?}"))
-            .trim()
-            .to_string();
-        // Keep the rest of the output for the caller.
-        c.stdout = None;
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
-            rest
-        });
-        (c, pin)
-    }
-
     /// Pairs the client config `cfg` with a fresh PIN; panics unless both sides succeed.
     fn pair(&self, cfg: &Path, name: &str) {
-        let (mut arm, pin) = self.arm();
-        let out = client(
-            cfg,
-            &["pair", &self.quic, "--pin-code", &pin, "--name", name],
-        );
-        assert!(out.status.success(), "client pair: {}", text(&out.stderr));
-        let status = arm.wait().unwrap();
-        assert!(status.success(), "host pair: {status}");
+        common::pair(&self.dir, &self.quic, cfg, name);
     }
 }
 
@@ -212,7 +187,8 @@ fn an_unpaired_client_reaches_nothing_then_pairs_with_the_pin_and_streams() {
     }
 
     // A wrong PIN fails on both sides, and the PIN is used up.
-    let (mut arm, pin) = host.arm();
+    let armed = common::arm(&host.dir);
+    let pin = armed.pin.clone();
     let wrong = format!("{:04}", (pin.parse::<u32>().unwrap() + 1) % 10_000);
     let out = client(cfg.path(), &["pair", &host.quic, "--pin-code", &wrong]);
     assert!(!out.status.success());
@@ -221,8 +197,8 @@ fn an_unpaired_client_reaches_nothing_then_pairs_with_the_pin_and_streams() {
         "{}",
         text(&out.stderr)
     );
-    let status = arm.wait().unwrap();
-    assert!(!status.success(), "the host's pair reports the failure");
+    let (ok, _) = armed.finish();
+    assert!(!ok, "the host's pair reports the failure");
     let out = client(cfg.path(), &["pair", &host.quic, "--pin-code", &pin]);
     assert!(!out.status.success(), "one ceremony per PIN");
     assert!(
@@ -321,7 +297,7 @@ fn revocation_ends_the_running_session_and_pairings_survive_a_restart() {
     std::fs::write(dir.path().join("clients.json"), b"{\"clients\": [").unwrap();
     let err = match Host::start(dir.path(), &[]) {
         Ok(_) => panic!("the host started on a corrupt store"),
-        Err(log) => log,
+        Err(NotStarted { log }) => log,
     };
     assert!(
         err.contains("clients.json") && err.contains("not a valid list"),

@@ -32,6 +32,15 @@ pub mod serve;
 pub mod session;
 pub mod stats;
 
+/// Fills `buf` from the system's secure random source (the randomness the sans-IO machines
+/// take from outside: handshake keys, pairing PINs and SPAKE2 secrets).
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .expect("the system random source works");
+}
+
 /// Locks `m`, taking over the data if a thread panicked while holding it: every value behind
 /// these locks is valid after any partial update (counters, queues, handles).
 pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

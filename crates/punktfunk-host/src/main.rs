@@ -141,10 +141,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", id.fingerprint());
         }
         Command::Pin { pin } => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let answer = rt.block_on(punktfunk_host::control::send(&dir, &format!("pin {pin}")))?;
+            let answer = local_runtime()?
+                .block_on(punktfunk_host::control::send(&dir, &format!("pin {pin}")))?;
             match answer.strip_prefix("error: ") {
                 None if answer == "ok" => println!("PIN sent; the client finishes pairing now"),
                 Some(e) => bail!("{e}"),
@@ -152,10 +150,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Pair => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(pair(&dir))?;
+            local_runtime()?.block_on(pair(&dir))?;
         }
         Command::Clients { action } => {
             let store = ClientStore::new(&dir);
@@ -216,6 +211,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A single-threaded runtime for a command that talks to the running host's control socket.
+fn local_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// `punktfunk-host pair`: arms a PIN on the running host and reports its ceremony.
 async fn pair(dir: &std::path::Path) -> Result<()> {
     let mut lines = punktfunk_host::control::send_lines(dir, "pair").await?;
@@ -244,10 +246,7 @@ async fn pair(dir: &std::path::Path) -> Result<()> {
 
 /// Approval requests waiting on the running host (none when no host runs).
 fn pending_requests(dir: &std::path::Path) -> Vec<PendingView> {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    let Ok(rt) = local_runtime() else {
         return Vec::new();
     };
     rt.block_on(punktfunk_host::control::send(dir, "pending"))
@@ -258,10 +257,8 @@ fn pending_requests(dir: &std::path::Path) -> Vec<PendingView> {
 }
 
 fn decide(dir: &std::path::Path, verb: &str, id: &str) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let answer = rt.block_on(punktfunk_host::control::send(dir, &format!("{verb} {id}")))?;
+    let answer =
+        local_runtime()?.block_on(punktfunk_host::control::send(dir, &format!("{verb} {id}")))?;
     if let Some(e) = answer.strip_prefix("error: ") {
         bail!("{e}");
     }

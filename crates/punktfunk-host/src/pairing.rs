@@ -84,13 +84,6 @@ impl std::fmt::Debug for Pairing {
     }
 }
 
-fn fill_random(buf: &mut [u8]) {
-    use ring::rand::SecureRandom;
-    ring::rand::SystemRandom::new()
-        .fill(buf)
-        .expect("the system random source works");
-}
-
 impl Pairing {
     /// Nothing armed, nobody waiting.
     pub fn new() -> Pairing {
@@ -100,7 +93,7 @@ impl Pairing {
     /// Arms a fresh PIN (replacing one armed before, whose waiter then hears it was replaced);
     /// the receiver gets the outcome of its ceremony.
     pub fn arm(&self, now: Instant) -> Result<(Armed, oneshot::Receiver<Outcome>), GateRefused> {
-        let armed = crate::lock(&self.gate).arm(now, &mut fill_random)?;
+        let armed = crate::lock(&self.gate).arm(now, &mut crate::fill_random)?;
         let (tx, rx) = oneshot::channel();
         if let Some(old) = crate::lock(&self.waiter).replace(tx) {
             let _ = old.send(Outcome::Failed("a new PIN replaced this one".into()));

@@ -47,14 +47,6 @@ const LINGER: Duration = Duration::from_secs(2);
 /// What an unpaired client is told (its `punktfunk-client` names the host it was given).
 pub const PAIRING_REQUIRED: &str = "this host requires pairing: run punktfunk-client pair HOST";
 
-/// Fills `buf` from the system's secure random source.
-fn fill_random(buf: &mut [u8]) {
-    use ring::rand::SecureRandom;
-    ring::rand::SystemRandom::new()
-        .fill(buf)
-        .expect("the system random source works");
-}
-
 /// The host's policy for punktfunk/1 handshakes (and mode changes).
 fn policy(cfg: &ServeConfig, offered: &[Codec], data: &DataPlane) -> HostPolicy {
     HostPolicy {
@@ -176,7 +168,7 @@ async fn serve_connection(
     if let Err(busy) = &ticket {
         hs.refuse(ByeReason::BUSY, &busy.to_string());
     } else {
-        hs.handle(first, &mut fill_random);
+        hs.handle(first, &mut crate::fill_random);
     }
     let (welcome, hello) = loop {
         while let Some(m) = hs.poll_message() {
@@ -193,7 +185,7 @@ async fn serve_connection(
                 too_slow(&mut cs).await;
                 anyhow::bail!("handshake with {remote} timed out");
             }
-            Ok(Ok(Some(m))) => hs.handle(m, &mut fill_random),
+            Ok(Ok(Some(m))) => hs.handle(m, &mut crate::fill_random),
             Ok(Ok(None)) => {
                 anyhow::bail!("{remote} closed the control stream during the handshake")
             }

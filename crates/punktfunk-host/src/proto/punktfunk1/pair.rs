@@ -145,7 +145,7 @@ async fn pin_steps(
     req: punktfunk_core::pairing::PinRequest,
     pin: &punktfunk_core::pairing::Pin,
 ) -> Result<(), Failure> {
-    let (state, challenge) = req.answer(pin, &mut super::fill_random)?;
+    let (state, challenge) = req.answer(pin, &mut crate::fill_random)?;
     cs.send(&challenge)
         .await
         .map_err(|e| Failure::Transport(e.into()))?;
