@@ -187,7 +187,7 @@ impl AudioPacketizer {
         let mut out = vec![dg];
         if self.block.len() == BLOCK_DATA {
             let base_seq = seq.wrapping_sub(3);
-            let base_ts = self.timestamp.wrapping_sub(3 * self.packet_ms);
+            let base_ts = self.timestamp.wrapping_sub(self.packet_ms.wrapping_mul(3));
             let len = self.block[0].len();
             if self.block.iter().all(|p| p.len() == len) {
                 for (j, row) in MATRIX.iter().enumerate() {
@@ -300,7 +300,7 @@ impl AudioReceiver {
             PT_DATA => {
                 base = seq & !3;
                 let idx = usize::from(seq & 3);
-                let base_ts = ts.wrapping_sub(idx as u32 * self.packet_ms);
+                let base_ts = ts.wrapping_sub(self.packet_ms.wrapping_mul(idx as u32));
                 let b = self.block(base, base_ts);
                 b.data[idx] = Some(dg[RTP_HEADER..].to_vec());
             }
@@ -355,7 +355,7 @@ impl AudioReceiver {
             };
             out.push(AudioPacket {
                 seq: s,
-                timestamp: b.base_ts.wrapping_add(k as u32 * packet_ms),
+                timestamp: b.base_ts.wrapping_add(packet_ms.wrapping_mul(k as u32)),
                 opus,
                 recovered,
             });
@@ -577,5 +577,21 @@ mod tests {
             .push(&[0x80, 97, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3])
             .is_empty());
         assert_eq!(rx.dropped, 4);
+    }
+
+    #[test]
+    fn a_packet_duration_near_u32_max_wraps_timestamps_instead_of_panicking() {
+        let ms = u32::MAX / 2;
+        let mut p = AudioPacketizer::new(None, 0, ms);
+        let mut rx = AudioReceiver::new(None, 0, ms);
+        let mut got = Vec::new();
+        for i in 0..8u8 {
+            for dg in p.push(&[i; 4]) {
+                got.extend(rx.push(&dg));
+            }
+        }
+        let stamps: Vec<u32> = got.iter().map(|p| p.timestamp).collect();
+        let want: Vec<u32> = (0..8u32).map(|i| ms.wrapping_mul(i)).collect();
+        assert_eq!(stamps, want);
     }
 }

@@ -117,14 +117,17 @@ fn decode_component(s: &str) -> Result<String, RequestError> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .ok_or(RequestError::Query("truncated escape"))?;
-                let hex =
-                    std::str::from_utf8(hex).map_err(|_| RequestError::Query("bad escape"))?;
-                out.push(
-                    u8::from_str_radix(hex, 16).map_err(|_| RequestError::Query("bad escape"))?,
-                );
+                let Some(&[hi, lo]) = b.get(i + 1..i + 3) else {
+                    return Err(RequestError::Query("truncated escape"));
+                };
+                // Two hex digits exactly: `from_str_radix` alone would also take a sign
+                // (`%+f`, `%-0`).
+                let digit = |c: u8| {
+                    char::from(c)
+                        .to_digit(16)
+                        .ok_or(RequestError::Query("bad escape"))
+                };
+                out.push((digit(hi)? << 4 | digit(lo)?) as u8);
                 i += 3;
             }
             b'+' => {
@@ -200,12 +203,27 @@ mod tests {
     }
 
     #[test]
+    fn a_percent_escape_with_a_sign_is_refused() {
+        for bad in ["/x?a=%+f", "/x?a=%-0", "/x?a=%+0"] {
+            assert_eq!(
+                Request::from_target(bad),
+                Err(RequestError::Query("bad escape")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Request::from_target("/x?a=%2B%2d").unwrap().param("a"),
+            Some("+-")
+        );
+    }
+
+    #[test]
     fn percent_decoding() {
         let r = Request::from_target("/launch?mode=1920x1080x60&name=a%20b+c&e=&flag").unwrap();
         assert_eq!(r.param("name"), Some("a b c"));
         assert_eq!(r.param("e"), Some(""));
         assert_eq!(r.param("flag"), Some(""));
-        for bad in ["/x?a=%4", "/x?a=%zz", "/x?a=%ff", "x"] {
+        for bad in ["/x?a=%4", "/x?a=%zz", "/x?a=%ff", "x", "/x?a=%", "/x?a=%é"] {
             assert!(Request::from_target(bad).is_err(), "{bad}");
         }
     }

@@ -235,7 +235,9 @@ impl SessionPlan {
         let bitrate_kbps = if cfg.configured_bitrate_kbps > 0 {
             let mut b = cfg.configured_bitrate_kbps;
             if fec_percent <= 80 {
-                b = b * (100 - fec_percent) / 100;
+                // In 64 bits: the client's number times 100 does not fit 32. The result is at
+                // most `b`, so it fits again.
+                b = (u64::from(b) * u64::from(100 - fec_percent) / 100) as u32;
             }
             b -= (audio_bitrate / 1000).min(b / 5);
             b -= 500.min(b / 10);
@@ -396,6 +398,18 @@ mod tests {
             let r = SessionPlan::resolve(&c, &HOST, false).unwrap_err();
             assert_eq!(r.status, status, "{}", r.reason);
             assert!(r.reason.contains(text), "{}", r.reason);
+        }
+    }
+
+    #[test]
+    fn a_configured_bitrate_near_u32_max_does_not_overflow() {
+        for kbps in [u32::MAX, u32::MAX - 1, u32::MAX / 100 + 1] {
+            let mut c = cfg();
+            c.configured_bitrate_kbps = kbps;
+            let p = SessionPlan::resolve(&c, &HOST, false).unwrap();
+            // 80 % of it, less the audio and headroom shares.
+            let expect = u64::from(kbps) * 80 / 100 - 96 - 500;
+            assert_eq!(u64::from(p.bitrate_kbps), expect, "{kbps}");
         }
     }
 }

@@ -120,17 +120,20 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, RtspError> {
         None => 0,
     };
     let body_start = head_end + 4;
-    if body_start + body_len > MAX_REQUEST {
-        return Err(RtspError::TooLarge);
-    }
-    if buf.len() < body_start + body_len {
+    // `Content-length` is the peer's number: any value up to `usize::MAX` parses, so the end of
+    // the body is computed without overflowing before it is compared with the limit.
+    let body_end = match body_start.checked_add(body_len) {
+        Some(end) if end <= MAX_REQUEST => end,
+        _ => return Err(RtspError::TooLarge),
+    };
+    let Some(body) = buf.get(body_start..body_end) else {
         return Ok(None);
-    }
+    };
     Ok(Some(Request {
         method: method.to_string(),
         target: target.to_string(),
         headers,
-        body: buf[body_start..body_start + body_len].to_vec(),
+        body: body.to_vec(),
     }))
 }
 
@@ -506,6 +509,43 @@ mod tests {
         assert!(StreamConfig::from_announce(bad.as_bytes())
             .unwrap_err()
             .contains("not a number"));
+    }
+
+    #[test]
+    fn content_length_of_usize_max_is_too_large_not_an_overflow() {
+        for len in [
+            u64::MAX.to_string(),
+            (u64::MAX - 1).to_string(),
+            (usize::MAX - 3).to_string(),
+            (MAX_REQUEST + 1).to_string(),
+        ] {
+            let req = format!("OPTIONS x RTSP/1.0\r\nCSeq: 1\r\nContent-length: {len}\r\n\r\n");
+            assert_eq!(
+                parse_request(req.as_bytes()),
+                Err(RtspError::TooLarge),
+                "Content-length {len}"
+            );
+        }
+        // A number past `usize` does not parse at all.
+        let req = b"OPTIONS x RTSP/1.0\r\nContent-length: 18446744073709551616\r\n\r\n";
+        assert_eq!(
+            parse_request(req),
+            Err(RtspError::Malformed("bad Content-length"))
+        );
+    }
+
+    #[test]
+    fn a_body_reaching_exactly_the_limit_is_accepted() {
+        let head = "OPTIONS x RTSP/1.0\r\nContent-length: ";
+        // The head's length depends on the digits of the body length; all have five here.
+        let body_len = MAX_REQUEST - (head.len() + 5 + 4);
+        let mut req = format!("{head}{body_len}\r\n\r\n").into_bytes();
+        assert_eq!(req.len() + body_len, MAX_REQUEST);
+        assert_eq!(parse_request(&req), Ok(None));
+        req.resize(MAX_REQUEST, b'b');
+        assert_eq!(parse_request(&req).unwrap().unwrap().body.len(), body_len);
+        let over = format!("{head}{}\r\n\r\n", body_len + 1);
+        assert_eq!(parse_request(over.as_bytes()), Err(RtspError::TooLarge));
     }
 
     #[test]

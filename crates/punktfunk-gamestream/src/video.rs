@@ -466,7 +466,12 @@ impl VideoReassembler {
 
     /// Feeds one datagram.
     pub fn push(&mut self, datagram: &[u8]) -> Reassembled {
-        let b = self.packet_size + 16;
+        // A packet size below the 16 bytes of the NV header leaves no shard header to read
+        // (and no payload): nothing can be reassembled with it.
+        if self.packet_size < SHARD_HEADER - 16 {
+            return Reassembled::Dropped("packet size unusable");
+        }
+        let b = self.packet_size.saturating_add(16);
         let mut buf;
         let shard: &[u8] = if let Some(key) = &self.key {
             if datagram.len() != b + ENCRYPTION_HEADER {
@@ -827,6 +832,30 @@ mod tests {
         bad[40] ^= 1;
         let mut rx = VideoReassembler::new(96, Some(&key));
         assert!(matches!(rx.push(&bad), Reassembled::Dropped(_)));
+    }
+
+    #[test]
+    fn a_packet_size_below_the_nv_header_drops_datagrams_instead_of_reading_past_them() {
+        for ps in [0u32, 1, 15] {
+            for key in [None, Some(&[1u8; 16])] {
+                let mut small = VideoReassembler::new(ps, key);
+                for len in [0usize, 16, ps as usize + 16, ps as usize + 48] {
+                    let mut dg = vec![0u8; len];
+                    if let Some(first) = dg.first_mut() {
+                        *first = 0x90;
+                    }
+                    assert!(
+                        matches!(small.push(&dg), Reassembled::Dropped(_)),
+                        "{ps} {len}"
+                    );
+                }
+            }
+        }
+        let mut edge = VideoReassembler::new(16, None);
+        let mut dg = [0u8; 32];
+        dg[0] = 0x90;
+        dg[28..32].copy_from_slice(&(1u32 << 22).to_le_bytes());
+        assert!(matches!(edge.push(&dg), Reassembled::Dropped(_)));
     }
 
     #[test]
