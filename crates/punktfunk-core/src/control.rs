@@ -128,7 +128,9 @@ impl Mode {
 
     /// Frames per second, rounded.
     pub fn fps(&self) -> u32 {
-        (self.refresh_mhz + 500) / 1000
+        // In 64 bits: a mode off the wire may carry any refresh, and `u32::MAX + 500` does not
+        // fit 32; the quotient does.
+        ((u64::from(self.refresh_mhz) + 500) / 1000) as u32
     }
 
     /// Parses `WxH`, `WxH@FPS` or `WxHxFPS` (FPS may have decimals, default 60).
@@ -361,7 +363,11 @@ impl ClockReply {
         );
         let offset = ((t1 - t0) + (t2 - t3)) / 2;
         let rtt = (t3 - t0) - (t2 - t1);
-        (offset as i64, rtt.max(0) as u64)
+        // The host's times are whatever it sent: saturate rather than wrap when they are
+        // absurd, so an estimate is never the opposite sign of what the numbers say.
+        let offset = offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let rtt = rtt.clamp(0, i128::from(u64::MAX)) as u64;
+        (offset, rtt)
     }
 }
 
@@ -1236,5 +1242,38 @@ mod tests {
             t2_us: 11_300,
         };
         assert_eq!(r.offset_and_rtt(10_500), (1000, 400));
+    }
+
+    #[test]
+    fn fps_of_a_refresh_near_u32_max_does_not_overflow() {
+        let m = |refresh_mhz| Mode {
+            refresh_mhz,
+            ..Mode::new(1920, 1080, 60)
+        };
+        assert_eq!(m(u32::MAX).fps(), 4_294_967);
+        assert_eq!(m(u32::MAX - 499).fps(), 4_294_967);
+        assert_eq!(m(0).fps(), 0);
+        assert_eq!(m(59_940).fps(), 60);
+        assert_eq!(m(59_499).fps(), 59);
+    }
+
+    #[test]
+    fn clock_estimate_saturates_on_absurd_host_times() {
+        let r = |t1_us, t2_us| ClockReply {
+            id: 0,
+            t0_us: 0,
+            t1_us,
+            t2_us,
+        };
+        // A host claiming the end of time: the offset is as large as it can be, not negative.
+        assert_eq!(r(u64::MAX, u64::MAX).offset_and_rtt(0), (i64::MAX, 0));
+        // A reply that left the whole clock range before its probe arrived: the round trip
+        // saturates.
+        assert_eq!(r(u64::MAX, 0).offset_and_rtt(u64::MAX), (0, u64::MAX));
+        let behind = ClockReply {
+            t0_us: u64::MAX,
+            ..r(0, 0)
+        };
+        assert_eq!(behind.offset_and_rtt(u64::MAX).0, i64::MIN);
     }
 }

@@ -260,7 +260,10 @@ impl Reassembler {
     fn within_limits(&self, h: &Header) -> bool {
         let l = &self.limits;
         let total = h.total_shards();
-        (h.frame_len as usize) <= l.max_frame_bytes
+        // `Header::decode` checked the geometry, but a header built by hand reaches here
+        // too, and the shard index and counts below index the frame buffer.
+        h.geometry_is_consistent()
+            && (h.frame_len as usize) <= l.max_frame_bytes
             && (h.shard_len as usize) <= l.max_shard_len
             && total <= l.max_shards_per_frame
             && total.saturating_mul(h.shard_len as usize) <= l.max_frame_bytes.saturating_mul(2)
@@ -284,7 +287,7 @@ impl Reassembler {
             }
             return;
         }
-        let window = self.limits.max_frames_in_flight as u32;
+        let window = u32::try_from(self.limits.max_frames_in_flight).unwrap_or(u32::MAX);
         if ahead >= window {
             // Far ahead: give up everything that no longer fits in the window.
             self.skip_to(header.frame.wrapping_sub(window - 1));
@@ -461,8 +464,10 @@ impl Reassembler {
         self.stats.frames_lost += count as u64;
         self.history = self.history.checked_shl(count).unwrap_or(0);
         if let Some(Event::Lost { first: f, count: c }) = self.events.back_mut() {
-            if f.wrapping_add(*c) == first {
-                *c += count;
+            // Runs merge while they fit a `u32`; a longer one (far jumps nobody drained in
+            // between) continues in a new event.
+            if let Some(merged) = c.checked_add(count).filter(|_| f.wrapping_add(*c) == first) {
+                *c = merged;
                 return;
             }
         }
@@ -619,5 +624,73 @@ mod tests {
         }
         assert_eq!(r.stats().shards_rejected, fs[0].1.len() as u64);
         assert!(r.slots.is_empty() && r.next_frame().is_none());
+    }
+
+    /// The first shard of a two-shard frame `index` (the frame stays incomplete).
+    fn half_frame(index: u32) -> (Header, Vec<u8>) {
+        let h = Header {
+            stream: StreamKind::VIDEO,
+            flags: crate::wire::Flags::default(),
+            fec: FecCode::NONE,
+            seq: u64::from(index),
+            frame: index,
+            frame_len: 8,
+            timestamp_us: 0,
+            shard: 0,
+            data: 2,
+            parity: 0,
+            shard_len: 4,
+        };
+        (h, vec![7; 4])
+    }
+
+    #[test]
+    fn far_jumps_without_draining_never_overflow_the_loss_count() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        // Each frame is nearly half the index space past the last and never completes, so
+        // the frames given up on the way add to one run of losses: after three jumps it is
+        // longer than `u32::MAX` frames, before anyone drains events.
+        let mut frame = 0u32;
+        for _ in 0..4 {
+            let (h, body) = half_frame(frame);
+            r.handle_shard(t, &h, &body);
+            frame = frame.wrapping_add(u32::MAX / 2 - 8);
+        }
+        let lost: Vec<u64> = drain(&mut r)
+            .iter()
+            .map(|e| match e {
+                Event::Lost { count, .. } => u64::from(*count),
+                Event::Frame(f) => panic!("frame {} is incomplete", f.index),
+            })
+            .collect();
+        assert!(lost.len() >= 2, "{lost:?}");
+        assert_eq!(lost.iter().sum::<u64>(), r.stats().frames_lost);
+        assert!(r.stats().frames_lost > u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn a_hand_built_header_with_the_shard_index_past_the_block_is_rejected() {
+        let t = Instant::now();
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let (good, body) = half_frame(3);
+        for bad in [
+            Header { shard: 2, ..good },
+            Header {
+                shard: u16::MAX,
+                ..good
+            },
+            Header { data: 1, ..good },
+            Header {
+                frame_len: 9,
+                ..good
+            },
+        ] {
+            r.handle_shard(t, &bad, &body);
+        }
+        assert_eq!(r.stats().shards_rejected, 4);
+        assert_eq!(r.frames_in_flight(), 0);
+        r.handle_shard(t, &good, &body);
+        assert_eq!(r.stats().shards_accepted, 1);
     }
 }

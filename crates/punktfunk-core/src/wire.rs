@@ -149,7 +149,9 @@ impl Header {
         if !h.fec.is_known() {
             return Err(HeaderError::FecCode(h.fec.0));
         }
-        h.check_geometry()?;
+        if !h.geometry_is_consistent() {
+            return Err(HeaderError::Geometry);
+        }
         Ok(h)
     }
 
@@ -163,18 +165,15 @@ impl Header {
         self.shard >= self.data
     }
 
-    fn check_geometry(&self) -> Result<(), HeaderError> {
-        let ok = self.shard_len > 0
+    /// Whether the geometry fields agree with each other (what [`Header::decode`] checks
+    /// beyond the version and FEC code).
+    pub(crate) fn geometry_is_consistent(&self) -> bool {
+        self.shard_len > 0
             && self.frame_len > 0
             && self.data as u64 == (self.frame_len as u64).div_ceil(self.shard_len as u64)
             && (self.shard as usize) < self.total_shards()
             && (self.parity == 0) == (self.fec == FecCode::NONE)
-            && self.total_shards() <= self.fec.max_total_shards();
-        if ok {
-            Ok(())
-        } else {
-            Err(HeaderError::Geometry)
-        }
+            && self.total_shards() <= self.fec.max_total_shards()
     }
 }
 

@@ -34,7 +34,7 @@ impl Gf16 {
 
     fn check(data: usize, parity: usize, shard_len: usize) -> Result<(), FecError> {
         if data == 0
-            || data + parity > MAX_TOTAL_SHARDS
+            || data.saturating_add(parity) > MAX_TOTAL_SHARDS
             || (parity > 0 && !ReedSolomonEncoder::supports(data, parity))
         {
             return Err(FecError::Geometry { data, parity });

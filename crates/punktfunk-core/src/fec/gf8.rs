@@ -174,7 +174,7 @@ pub fn inv(a: u8) -> Option<u8> {
 /// of data shard `i` in parity shard `j`, `inv((parity + i) XOR j)`. `None` outside a valid block
 /// (`j >= parity` or `parity + i > 254`).
 pub fn parity_coefficient(parity: usize, j: usize, i: usize) -> Option<u8> {
-    if j >= parity || parity + i >= MAX_TOTAL_SHARDS {
+    if j >= parity || parity.saturating_add(i) >= MAX_TOTAL_SHARDS {
         return None;
     }
     inv(((parity + i) ^ j) as u8)
@@ -744,7 +744,7 @@ impl Gf8Cauchy {
     }
 
     fn check_geometry(data: usize, parity: usize) -> Result<(), FecError> {
-        if data == 0 || data + parity > MAX_TOTAL_SHARDS {
+        if data == 0 || data.saturating_add(parity) > MAX_TOTAL_SHARDS {
             return Err(FecError::Geometry { data, parity });
         }
         Ok(())
@@ -1016,5 +1016,24 @@ mod tests {
         }
         let mut singular = vec![1u8, 2, 1, 2];
         assert!(!invert(&mut singular, 2));
+    }
+
+    #[test]
+    fn block_counts_near_usize_max_are_geometry_errors_not_overflows() {
+        let mut buf = vec![0u8; 4 * 8];
+        let codes: [&mut dyn ErasureCode; 2] =
+            [&mut Gf8Cauchy::new(), &mut crate::fec::Gf16::new()];
+        for code in codes {
+            for (data, parity) in [(usize::MAX, 1), (1, usize::MAX), (usize::MAX, usize::MAX)] {
+                let mut shards = ShardsMut::contiguous(&mut buf, 8, 4).unwrap();
+                assert!(code.encode(&mut shards, data, parity).is_err());
+                let present = [true, false, true, true];
+                assert!(code
+                    .reconstruct(&mut shards, data, parity, &present)
+                    .is_err());
+            }
+        }
+        assert_eq!(parity_coefficient(2, 0, usize::MAX), None);
+        assert_eq!(parity_coefficient(usize::MAX, 0, 1), None);
     }
 }

@@ -231,7 +231,7 @@ pub(crate) fn check_reconstruct(
     parity: usize,
     present: &[bool],
 ) -> Result<usize, FecError> {
-    let need = data + parity;
+    let need = data.saturating_add(parity);
     if shards.count() != need {
         return Err(FecError::ShardCount {
             have: shards.count(),
