@@ -306,8 +306,12 @@ impl ReplayWindow {
         (slot / 64, 1u64 << (slot % 64))
     }
 
-    /// Whether `seq` would be accepted (does not record it).
+    /// Whether `seq` would be accepted (does not record it). `u64::MAX` never is: no sender
+    /// gets there honestly, and the window's top (`seq + 1`) could not hold it.
     pub fn check(&self, seq: u64) -> bool {
+        if seq == u64::MAX {
+            return false;
+        }
         if seq >= self.top {
             return true;
         }
@@ -321,6 +325,9 @@ impl ReplayWindow {
     /// Records `seq` as seen. Call only after [`ReplayWindow::check`] returned true and the
     /// packet authenticated.
     pub fn accept(&mut self, seq: u64) {
+        if seq == u64::MAX {
+            return;
+        }
         if seq >= self.top {
             let advance = seq + 1 - self.top;
             if advance >= Self::SIZE {
@@ -341,6 +348,19 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_sequence_number_is_refused_not_an_overflow() {
+        let mut w = ReplayWindow::new();
+        assert!(!w.check(u64::MAX));
+        w.accept(u64::MAX);
+        assert!(w.check(u64::MAX - 1));
+        w.accept(u64::MAX - 1);
+        assert!(
+            !w.check(u64::MAX - 1),
+            "a replay after the top is still refused"
+        );
+    }
 
     fn key(suite: CipherSuite) -> Box<dyn PacketKey> {
         let k = vec![7u8; suite.key_len().unwrap()];

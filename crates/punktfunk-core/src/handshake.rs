@@ -34,7 +34,10 @@ pub enum HandshakeError {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The host cannot serve the request (no common codec, mode out of range, busy).
-    #[error("host refused the session ({reason}): {message}")]
+    #[error(
+        "host refused the session ({reason}): {}",
+        crate::text::Escaped(message)
+    )]
     Refused {
         /// The reason code from the host's Bye.
         reason: ByeReason,

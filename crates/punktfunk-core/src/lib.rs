@@ -15,4 +15,5 @@ pub mod pairing;
 pub mod probe;
 pub mod reassembler;
 pub mod session;
+pub mod text;
 pub mod wire;

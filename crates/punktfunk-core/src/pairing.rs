@@ -143,7 +143,7 @@ pub enum PairError {
     #[error("unknown pairing method {0:?}")]
     UnknownMethod(PairMethod),
     /// The peer ended the ceremony with a Bye.
-    #[error("{message} ({reason})")]
+    #[error("{} ({reason})", crate::text::Escaped(message))]
     Refused {
         /// The Bye's reason.
         reason: ByeReason,

@@ -95,7 +95,8 @@ impl std::fmt::Display for Ended {
             Some(reason) => write!(
                 f,
                 "{} ended the session ({reason}): {}",
-                self.by, self.message
+                self.by,
+                crate::text::Escaped(&self.message)
             ),
             None => write!(f, "{} closed the control stream without a Bye", self.by),
         }
