@@ -115,12 +115,11 @@ fn config_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(d) = explicit {
         return Ok(d);
     }
-    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(x).join("punktfunk"));
-    }
-    let home = std::env::var_os("HOME")
-        .context("neither --config-dir, XDG_CONFIG_HOME nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".config/punktfunk"))
+    punktfunk_quic::identity::default_config_dir(
+        std::env::var_os("XDG_CONFIG_HOME"),
+        std::env::var_os("HOME"),
+    )
+    .context("no config directory: give --config-dir, or set XDG_CONFIG_HOME or HOME to an absolute path")
 }
 
 fn resolve(host: &str) -> Result<(SocketAddr, String)> {

@@ -20,6 +20,8 @@
 //! - [`control`]: the encrypted control-stream envelope and its messages;
 //! - [`control_session`]: one session's control stream (which peer, silence, termination,
 //!   packets into events), on the caller's clock;
+//! - [`enet_gate`]: which ENet datagrams may reach the ENet host (strangers hold no peer
+//!   slot);
 //! - [`input`]: input packets decoded into the core input model;
 //! - [`video`]: video datagrams with the Moonlight-exact FEC blocks, and their reassembly;
 //! - [`audio`]: audio datagrams, AES-CBC and the 4 + 2 audio FEC, and their reception.
@@ -31,6 +33,7 @@ pub mod audio;
 pub mod control;
 pub mod control_session;
 pub mod crypto;
+pub mod enet_gate;
 pub mod http;
 pub mod input;
 pub mod launch;

@@ -5,10 +5,17 @@
 //! goes stale:
 //!
 //! - one ceremony at a time: a second client's phase 1 is refused while one is live;
-//! - phase 1 waits at most [`PIN_TIMEOUT`] for the user to type the PIN on the host;
-//! - after the PIN, a ceremony that sees no request for [`PAIRING_IDLE`] is abandoned;
-//! - [`MAX_WRONG_PINS`] wrong PINs within [`LOCKOUT_WINDOW`] refuse every phase 1 for
-//!   [`LOCKOUT_WINDOW`];
+//! - a ceremony belongs to the address its phase 1 came from, not only to its `uniqueid`
+//!   (every stock client sends the same one): phases 2–4 and `/unpair` from elsewhere are
+//!   refused and change nothing, so nobody can inject a challenge into another's ceremony;
+//! - phase 1 waits at most [`PIN_TIMEOUT`] for the user to type the PIN on the host, and the
+//!   driver ends it at once ([`PairingGate::abandon`]) when the requester goes away;
+//! - after the PIN, a ceremony that sees no request for [`PAIRING_IDLE`] is abandoned (clients
+//!   send phases 2–4 back to back);
+//! - every ceremony that got a PIN and ends unpaired counts as a failure, wherever it ends (a
+//!   wrong PIN at phase 4, a client that found the PIN wrong at phase 3 and went away or sent
+//!   `/unpair`, a protocol error): [`MAX_WRONG_PINS`] failures within [`LOCKOUT_WINDOW`] refuse
+//!   every phase 1 for [`LOCKOUT_WINDOW`];
 //! - `/unpair` from the pending client ends its ceremony (clients send it after a failure).
 //!
 //! The gate reads no clock and holds no I/O object: every call takes `now`, and the driver
@@ -20,14 +27,16 @@ use crate::pairing::{AwaitingPin, HostCredentials, Outcome, PairError, Pairing, 
 use crate::xml::Reply;
 use ring::rand::SecureRandom;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// How long phase 1 waits for the PIN.
 pub const PIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// A ceremony past the PIN without a request for this long is abandoned.
-pub const PAIRING_IDLE: Duration = Duration::from_secs(60);
-/// Wrong PINs allowed per [`LOCKOUT_WINDOW`]; the last of them locks pairing.
+pub const PAIRING_IDLE: Duration = Duration::from_secs(5);
+/// Failed ceremonies (wrong PINs) allowed per [`LOCKOUT_WINDOW`]; the last of them locks
+/// pairing.
 pub const MAX_WRONG_PINS: usize = 5;
 /// The window the wrong PINs are counted in, and how long the lockout lasts.
 pub const LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
@@ -190,12 +199,23 @@ enum Phase {
 #[derive(Debug)]
 struct Pending {
     ticket: Ticket,
+    /// Where phase 1 came from.
+    peer: IpAddr,
     uniqueid: String,
     client_name: String,
     phase: Phase,
 }
 
 impl Pending {
+    fn is(&self, peer: IpAddr, uniqueid: &str) -> bool {
+        self.peer == peer && self.uniqueid == uniqueid
+    }
+
+    /// Whether the PIN was typed for it (its end unpaired is then a failed guess).
+    fn got_pin(&self) -> bool {
+        !matches!(self.phase, Phase::AwaitingPin { .. })
+    }
+
     fn deadline(&self) -> Instant {
         match &self.phase {
             Phase::AwaitingPin { since, .. } => *since + PIN_TIMEOUT,
@@ -217,8 +237,10 @@ impl Pending {
 #[derive(Debug, Default)]
 pub struct PairingGate {
     pending: Option<Pending>,
-    /// When the recent wrong PINs were seen (at most [`MAX_WRONG_PINS`]).
+    /// When the recent failed ceremonies ended (at most [`MAX_WRONG_PINS`]).
     wrong_pins: VecDeque<Instant>,
+    /// Phase 2–4 requests and `/unpair`s for the pending ceremony from another address.
+    foreign: u64,
     locked_until: Option<Instant>,
     /// The last ceremony whose PIN wait timed out, so its request learns why it ended.
     timed_out: Option<Ticket>,
@@ -231,10 +253,12 @@ impl PairingGate {
         PairingGate::default()
     }
 
-    /// Phase 1 (`getservercert`) from the client `uniqueid` calling itself `client_name`.
+    /// Phase 1 (`getservercert`) from the client `uniqueid` at `peer` calling itself
+    /// `client_name`.
     pub fn begin(
         &mut self,
         now: Instant,
+        peer: IpAddr,
         uniqueid: &str,
         client_name: &str,
         req: &Request,
@@ -251,6 +275,7 @@ impl PairingGate {
         self.next_ticket += 1;
         self.pending = Some(Pending {
             ticket,
+            peer,
             uniqueid: uniqueid.to_string(),
             client_name: client_name.to_string(),
             phase: Phase::AwaitingPin {
@@ -276,6 +301,7 @@ impl PairingGate {
         };
         let Pending {
             ticket,
+            peer,
             uniqueid,
             client_name,
             phase,
@@ -293,6 +319,7 @@ impl PairingGate {
         };
         self.pending = Some(Pending {
             ticket,
+            peer,
             uniqueid,
             client_name,
             phase,
@@ -325,6 +352,7 @@ impl PairingGate {
         match self.pending.take() {
             Some(Pending {
                 ticket: t,
+                peer,
                 uniqueid,
                 client_name,
                 phase: Phase::PinEntered { waiting, pin, .. },
@@ -332,6 +360,7 @@ impl PairingGate {
                 let (next, reply) = waiting.enter_pin(&pin.0, host);
                 self.pending = Some(Pending {
                     ticket,
+                    peer,
                     uniqueid,
                     client_name,
                     phase: Phase::Ceremony {
@@ -348,10 +377,11 @@ impl PairingGate {
         }
     }
 
-    /// Phase 2, 3 or 4 from the client `uniqueid`.
+    /// Phase 2, 3 or 4 from the client `uniqueid` at `peer`.
     pub fn step(
         &mut self,
         now: Instant,
+        peer: IpAddr,
         uniqueid: &str,
         req: &Request,
         host: &HostCredentials,
@@ -361,11 +391,18 @@ impl PairingGate {
         let (ticket, client_name, state) = match self.pending.take() {
             Some(Pending {
                 ticket,
+                peer: p,
                 uniqueid: u,
                 client_name,
                 phase: Phase::Ceremony { state, .. },
-            }) if u == uniqueid => (ticket, client_name, state),
+            }) if p == peer && u == uniqueid => (ticket, client_name, state),
             other => {
+                if other
+                    .as_ref()
+                    .is_some_and(|p| p.uniqueid == uniqueid && p.peer != peer)
+                {
+                    self.foreign += 1;
+                }
                 self.pending = other;
                 return GateStep::NotPairing(
                     Reply::error(400, "No pairing in progress for this client; start again")
@@ -377,6 +414,7 @@ impl PairingGate {
             Step::Continue(next, reply) => {
                 self.pending = Some(Pending {
                     ticket,
+                    peer,
                     uniqueid: uniqueid.to_string(),
                     client_name,
                     phase: Phase::Ceremony {
@@ -394,33 +432,52 @@ impl PairingGate {
             Step::Done(Outcome::WrongPin, reply) => GateStep::Failed {
                 client_name,
                 failure: StepFailure::WrongPin {
-                    locked_until: self.wrong_pin(now),
+                    locked_until: self.failed_ceremony(now),
                 },
                 reply,
             },
-            Step::Done(Outcome::BadSignature, reply) => GateStep::Failed {
-                client_name,
-                failure: StepFailure::BadSignature,
-                reply,
-            },
-            Step::Failed(e, reply) => GateStep::Failed {
-                client_name,
-                failure: StepFailure::Protocol(e),
-                reply,
-            },
+            Step::Done(Outcome::BadSignature, reply) => {
+                self.failed_ceremony(now);
+                GateStep::Failed {
+                    client_name,
+                    failure: StepFailure::BadSignature,
+                    reply,
+                }
+            }
+            Step::Failed(e, reply) => {
+                self.failed_ceremony(now);
+                GateStep::Failed {
+                    client_name,
+                    failure: StepFailure::Protocol(e),
+                    reply,
+                }
+            }
         }
     }
 
-    /// `/unpair` from the client `uniqueid`: ends its ceremony if it is the pending one.
-    /// Returns whether it was, so the driver lets go of a waiting phase-1 request.
-    pub fn unpair(&mut self, now: Instant, uniqueid: &str) -> bool {
+    /// `/unpair` from the client `uniqueid` at `peer`: ends its ceremony if it is the pending
+    /// one. Returns whether it was, so the driver lets go of a waiting phase-1 request.
+    pub fn unpair(&mut self, now: Instant, peer: IpAddr, uniqueid: &str) -> bool {
         self.handle_timeout(now);
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.uniqueid == uniqueid)
-        {
-            self.pending = None;
+        match &self.pending {
+            Some(p) if p.is(peer, uniqueid) => {
+                self.end_pending(now);
+                true
+            }
+            Some(p) if p.uniqueid == uniqueid => {
+                self.foreign += 1;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The requester of `ticket`'s ceremony went away (its phase-1 connection closed): the
+    /// ceremony ends now rather than at its deadline. Returns whether it was still pending.
+    pub fn abandon(&mut self, now: Instant, ticket: Ticket) -> bool {
+        self.handle_timeout(now);
+        if self.pending.as_ref().is_some_and(|p| p.ticket == ticket) {
+            self.end_pending(now);
             true
         } else {
             false
@@ -428,13 +485,13 @@ impl PairingGate {
     }
 
     /// Ends what went stale by `now`: a PIN wait past [`PIN_TIMEOUT`], a ceremony idle for
-    /// [`PAIRING_IDLE`], a lockout that ran out.
+    /// [`PAIRING_IDLE`] (a failure: it had the PIN), a lockout that ran out.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(p) = self.pending.as_ref().filter(|p| now >= p.deadline()) {
             if matches!(p.phase, Phase::AwaitingPin { .. }) {
                 self.timed_out = Some(p.ticket);
             }
-            self.pending = None;
+            self.end_pending(now);
         }
         if self.locked_until.is_some_and(|u| now >= u) {
             self.locked_until = None;
@@ -460,8 +517,21 @@ impl PairingGate {
         self.locked_until.filter(|u| now < *u)
     }
 
-    /// Records a wrong PIN at `now`; returns the end of the lockout it caused, if any.
-    fn wrong_pin(&mut self, now: Instant) -> Option<Instant> {
+    /// Phase 2–4 requests and `/unpair`s naming the pending ceremony's client from another
+    /// address, refused so far.
+    pub fn foreign_requests(&self) -> u64 {
+        self.foreign
+    }
+
+    /// Drops the pending ceremony; one that had its PIN counts as a failure.
+    fn end_pending(&mut self, now: Instant) {
+        if self.pending.take().is_some_and(|p| p.got_pin()) {
+            self.failed_ceremony(now);
+        }
+    }
+
+    /// Records a failed ceremony at `now`; returns the end of the lockout it caused, if any.
+    fn failed_ceremony(&mut self, now: Instant) -> Option<Instant> {
         while self
             .wrong_pins
             .front()
@@ -491,6 +561,8 @@ mod tests {
     use std::sync::OnceLock;
 
     const ID: &str = "0123456789ABCDEF";
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 20));
+    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 66));
 
     /// RSA key generation is slow: one host and one client identity for the module.
     fn ids() -> &'static (Identity, Identity) {
@@ -537,7 +609,7 @@ mod tests {
         host_pin: &str,
     ) -> String {
         let wait = gate
-            .begin(t, uniqueid, "tablet", &req(uniqueid, &c.phase1_query()))
+            .begin(t, IP, uniqueid, "tablet", &req(uniqueid, &c.phase1_query()))
             .unwrap();
         assert_eq!(gate.submit_pin(t, host_pin), Ok(wait.ticket));
         gate.finish_pin_wait(t, wait.ticket, &host())
@@ -551,11 +623,11 @@ mod tests {
         let mut c = client(client_pin);
         let r1 = through_phase1(gate, t, &c, ID, host_pin);
         let q2 = c.phase2_query(&r1).unwrap();
-        let r2 = continued(gate.step(t, ID, &req(ID, &q2), &h, &rng));
+        let r2 = continued(gate.step(t, IP, ID, &req(ID, &q2), &h, &rng));
         let q3 = c.phase3_query(&r2).unwrap();
-        let _ = continued(gate.step(t, ID, &req(ID, &q3), &h, &rng));
+        let _ = continued(gate.step(t, IP, ID, &req(ID, &q3), &h, &rng));
         let q4 = c.phase4_query_without_pin_check();
-        gate.step(t, ID, &req(ID, &q4), &h, &rng)
+        gate.step(t, IP, ID, &req(ID, &q4), &h, &rng)
     }
 
     #[test]
@@ -584,12 +656,12 @@ mod tests {
         let mut gate = PairingGate::new();
         let (a, b) = (client("1111"), client("2222"));
         let wait = gate
-            .begin(t0, "AAAA", "a", &req("AAAA", &a.phase1_query()))
+            .begin(t0, IP, "AAAA", "a", &req("AAAA", &a.phase1_query()))
             .unwrap();
         // While the first waits for its PIN, nobody else may start, even after a minute.
         for at in [secs(1.0), secs(90.0), secs(119.9)] {
             assert_eq!(
-                gate.begin(t0 + at, "BBBB", "b", &req("BBBB", &b.phase1_query())),
+                gate.begin(t0 + at, IP, "BBBB", "b", &req("BBBB", &b.phase1_query())),
                 Err(BeginRefused::Busy)
             );
         }
@@ -616,6 +688,7 @@ mod tests {
         assert_eq!(
             gate.begin(
                 t0 + secs(101.0),
+                IP,
                 "BBBB",
                 "b",
                 &req("BBBB", &b.phase1_query())
@@ -626,6 +699,7 @@ mod tests {
         assert!(matches!(
             gate.step(
                 t0 + secs(101.0),
+                IP,
                 "BBBB",
                 &req("BBBB", &q2),
                 &host(),
@@ -642,7 +716,7 @@ mod tests {
         let mut gate = PairingGate::new();
         let c = client("1111");
         let wait = gate
-            .begin(t0, ID, "tablet", &req(ID, &c.phase1_query()))
+            .begin(t0, IP, ID, "tablet", &req(ID, &c.phase1_query()))
             .unwrap();
         assert_eq!(wait.deadline, t0 + PIN_TIMEOUT);
         assert_eq!(gate.poll_timeout(), Some(t0 + PIN_TIMEOUT));
@@ -663,7 +737,13 @@ mod tests {
         assert_eq!(status_of(&PinWaitEnded::NoPin.reply().render()), Some(408));
         // The next client may start.
         assert!(gate
-            .begin(t0 + secs(121.0), ID, "tablet", &req(ID, &c.phase1_query()))
+            .begin(
+                t0 + secs(121.0),
+                IP,
+                ID,
+                "tablet",
+                &req(ID, &c.phase1_query())
+            )
             .is_ok());
     }
 
@@ -674,7 +754,7 @@ mod tests {
         let mut gate = PairingGate::new();
         let c = client("1111");
         let wait = gate
-            .begin(t0, ID, "tablet", &req(ID, &c.phase1_query()))
+            .begin(t0, IP, ID, "tablet", &req(ID, &c.phase1_query()))
             .unwrap();
         assert_eq!(
             gate.finish_pin_wait(t0 + secs(119.999), wait.ticket, &host())
@@ -685,41 +765,137 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_ceremony_is_abandoned_after_a_minute() {
+    fn an_idle_ceremony_is_abandoned_after_five_seconds_and_counts_as_a_failure() {
         let t0 = Instant::now();
         let mut gate = PairingGate::new();
         let mut c = client("1111");
         let r1 = through_phase1(&mut gate, t0, &c, ID, "1111");
         assert_eq!(gate.poll_timeout(), Some(t0 + PAIRING_IDLE));
         let other = client("2222");
+        let almost = t0 + PAIRING_IDLE - secs(0.1);
         assert_eq!(
             gate.begin(
-                t0 + secs(59.9),
+                almost,
+                OTHER,
                 "BBBB",
                 "b",
                 &req("BBBB", &other.phase1_query())
             ),
             Err(BeginRefused::Busy)
         );
-        // A step keeps it alive: the minute counts from the last request.
+        // A step keeps it alive: the idle time counts from the last request.
         let q2 = c.phase2_query(&r1).unwrap();
-        let r2 = continued(gate.step(
-            t0 + secs(59.9),
-            ID,
-            &req(ID, &q2),
-            &host(),
-            &SystemRandom::new(),
-        ));
-        assert_eq!(gate.poll_timeout(), Some(t0 + secs(59.9) + PAIRING_IDLE));
-        let late = t0 + secs(59.9) + PAIRING_IDLE;
+        let r2 = continued(gate.step(almost, IP, ID, &req(ID, &q2), &host(), &SystemRandom::new()));
+        assert_eq!(gate.poll_timeout(), Some(almost + PAIRING_IDLE));
+        let late = almost + PAIRING_IDLE;
         let q3 = c.phase3_query(&r2).unwrap();
         assert!(matches!(
-            gate.step(late, ID, &req(ID, &q3), &host(), &SystemRandom::new()),
+            gate.step(late, IP, ID, &req(ID, &q3), &host(), &SystemRandom::new()),
             GateStep::NotPairing(_)
         ));
+        assert_eq!(
+            gate.wrong_pins.len(),
+            1,
+            "the abandoned ceremony had its PIN"
+        );
         assert!(gate
-            .begin(late, "BBBB", "b", &req("BBBB", &other.phase1_query()))
+            .begin(
+                late,
+                OTHER,
+                "BBBB",
+                "b",
+                &req("BBBB", &other.phase1_query())
+            )
             .is_ok());
+    }
+
+    #[test]
+    fn another_address_cannot_step_or_unpair_a_ceremony_with_the_same_uniqueid() {
+        let t0 = Instant::now();
+        let mut gate = PairingGate::new();
+        let mut c = client("1111");
+        let r1 = through_phase1(&mut gate, t0, &c, ID, "1111");
+        // An intruder sends its own challenge (and an unpair) under the victim's uniqueid.
+        let mut intruder = client("9999");
+        let ir1 = {
+            let mut g = PairingGate::new();
+            through_phase1(&mut g, t0, &intruder, ID, "9999")
+        };
+        let iq2 = intruder.phase2_query(&ir1).unwrap();
+        let h = host();
+        let rng = SystemRandom::new();
+        assert!(matches!(
+            gate.step(t0, OTHER, ID, &req(ID, &iq2), &h, &rng),
+            GateStep::NotPairing(_)
+        ));
+        assert!(!gate.unpair(t0, OTHER, ID));
+        assert_eq!(gate.foreign_requests(), 2);
+        // The victim's ceremony is untouched and pairs.
+        let q2 = c.phase2_query(&r1).unwrap();
+        let r2 = continued(gate.step(t0, IP, ID, &req(ID, &q2), &h, &rng));
+        let q3 = c.phase3_query(&r2).unwrap();
+        let r3 = continued(gate.step(t0, IP, ID, &req(ID, &q3), &h, &rng));
+        let q4 = c.phase4_query(&r3).unwrap();
+        assert!(matches!(
+            gate.step(t0, IP, ID, &req(ID, &q4), &h, &rng),
+            GateStep::Paired { .. }
+        ));
+    }
+
+    #[test]
+    fn a_requester_that_went_away_frees_the_gate_at_once() {
+        let t0 = Instant::now();
+        let mut gate = PairingGate::new();
+        let c = client("1111");
+        let wait = gate
+            .begin(t0, IP, ID, "tablet", &req(ID, &c.phase1_query()))
+            .unwrap();
+        assert!(gate.abandon(t0 + secs(1.0), wait.ticket));
+        assert!(!gate.in_progress());
+        assert_eq!(
+            gate.submit_pin(t0 + secs(2.0), "1111"),
+            Err(PinRefused::NotWaiting)
+        );
+        assert!(gate.wrong_pins.is_empty(), "no PIN was typed: no failure");
+        assert!(!gate.abandon(t0 + secs(2.0), wait.ticket), "only once");
+        let other = client("2222");
+        assert!(gate
+            .begin(
+                t0 + secs(2.0),
+                OTHER,
+                "BBBB",
+                "b",
+                &req("BBBB", &other.phase1_query())
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn clients_that_find_the_pin_wrong_at_phase_three_and_leave_are_locked_out() {
+        // Stock clients compare the host's answer at phase 3 and stop there (with `/unpair`,
+        // or silently): five such ceremonies lock pairing just like five wrong PINs at phase 4.
+        let t0 = Instant::now();
+        let mut gate = PairingGate::new();
+        let h = host();
+        let rng = SystemRandom::new();
+        for i in 0..MAX_WRONG_PINS {
+            let t = t0 + secs(i as f64);
+            let mut c = client("1111");
+            let r1 = through_phase1(&mut gate, t, &c, ID, "2222");
+            let q2 = c.phase2_query(&r1).unwrap();
+            let _ = continued(gate.step(t, IP, ID, &req(ID, &q2), &h, &rng));
+            if i % 2 == 0 {
+                assert!(gate.unpair(t, IP, ID));
+            } else {
+                gate.handle_timeout(t + PAIRING_IDLE);
+            }
+        }
+        let t = t0 + secs(MAX_WRONG_PINS as f64) + PAIRING_IDLE;
+        let c = client("1111");
+        assert!(matches!(
+            gate.begin(t, IP, ID, "t", &req(ID, &c.phase1_query())),
+            Err(BeginRefused::Locked { .. })
+        ));
     }
 
     #[test]
@@ -745,7 +921,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let c = client("1111");
-        let locked = gate.begin(fifth + secs(59.9), ID, "t", &req(ID, &c.phase1_query()));
+        let locked = gate.begin(fifth + secs(59.9), IP, ID, "t", &req(ID, &c.phase1_query()));
         assert_eq!(
             locked,
             Err(BeginRefused::Locked {
@@ -784,11 +960,11 @@ mod tests {
         let mut gate = PairingGate::new();
         let c = client("1111");
         let wait = gate
-            .begin(t0, ID, "tablet", &req(ID, &c.phase1_query()))
+            .begin(t0, IP, ID, "tablet", &req(ID, &c.phase1_query()))
             .unwrap();
-        assert!(!gate.unpair(t0, "SOMEONEELSE"));
+        assert!(!gate.unpair(t0, IP, "SOMEONEELSE"));
         assert!(gate.in_progress());
-        assert!(gate.unpair(t0, ID));
+        assert!(gate.unpair(t0, IP, ID));
         assert!(!gate.in_progress());
         assert_eq!(gate.submit_pin(t0, "1111"), Err(PinRefused::NotWaiting));
         assert_eq!(
@@ -797,7 +973,7 @@ mod tests {
         );
         // And between phases.
         through_phase1(&mut gate, t0, &c, ID, "1111");
-        assert!(gate.unpair(t0, ID));
+        assert!(gate.unpair(t0, IP, ID));
         assert!(!gate.in_progress());
     }
 
@@ -807,11 +983,11 @@ mod tests {
         let mut gate = PairingGate::new();
         let c = client("1111");
         let first = gate
-            .begin(t0, ID, "tablet", &req(ID, &c.phase1_query()))
+            .begin(t0, IP, ID, "tablet", &req(ID, &c.phase1_query()))
             .unwrap();
-        assert!(gate.unpair(t0, ID));
+        assert!(gate.unpair(t0, IP, ID));
         let second = gate
-            .begin(t0, ID, "tablet", &req(ID, &c.phase1_query()))
+            .begin(t0, IP, ID, "tablet", &req(ID, &c.phase1_query()))
             .unwrap();
         assert_ne!(first.ticket, second.ticket);
         assert_eq!(gate.submit_pin(t0, "1111"), Ok(second.ticket));
@@ -834,6 +1010,7 @@ mod tests {
         assert!(matches!(
             gate.step(
                 t0,
+                IP,
                 ID,
                 &req(ID, "clientchallenge=00"),
                 &host(),
@@ -842,7 +1019,7 @@ mod tests {
             GateStep::NotPairing(_)
         ));
         assert!(matches!(
-            gate.begin(t0, ID, "t", &req(ID, "phrase=getservercert&salt=zz")),
+            gate.begin(t0, IP, ID, "t", &req(ID, "phrase=getservercert&salt=zz")),
             Err(BeginRefused::Request(_))
         ));
         assert!(!gate.in_progress());

@@ -13,9 +13,13 @@
 //! - [`clients`]: the one store of paired clients, for both protocols.
 //! - [`pairing`]: punktfunk/1 pairing on the host: the armed PIN, approvals, the ceremony.
 //! - [`control`]: the local control channel (`punktfunk-host pin`, `pair`, `clients`).
+//! - [`admission`]: bounds on what peers that are not (yet) sessions may hold: connections
+//!   and handshakes, in all and per address.
 //! - [`net`]: accepting connections with back-off when `accept` fails (out of descriptors).
 //! - [`mdns`]: service discovery.
+//! - [`logs`]: logging helpers for what peers control (rate-limited warnings).
 
+pub mod admission;
 pub mod aids;
 pub mod apps;
 pub mod caps;
@@ -23,6 +27,7 @@ pub mod clients;
 pub mod config;
 pub mod control;
 pub mod doctor;
+pub mod logs;
 pub mod mdns;
 pub mod net;
 pub mod pairing;

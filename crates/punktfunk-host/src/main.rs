@@ -166,7 +166,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
                 ClientsAction::Remove { id } => match store.remove(&id)? {
-                    Some(c) => println!("removed {} ({}, {})", c.id, c.name, c.protocol.name()),
+                    Some(c) => println!(
+                        "removed {} ({}, {})",
+                        c.id,
+                        punktfunk_core::text::Escaped(&c.name),
+                        c.protocol.name()
+                    ),
                     None => {
                         bail!("no paired client with id {id:?} (see `punktfunk-host clients list`)")
                     }
@@ -307,7 +312,7 @@ fn clients_table(list: &[PairedClient], pending: &[PendingView]) -> String {
                 "{:<12}  {:<11}  {:<20}  {:<16}  {:<16}  sha256:{}\n",
                 c.id,
                 c.protocol.name(),
-                c.name,
+                punktfunk_core::text::Escaped(&c.name),
                 utc(c.paired_at),
                 c.last_seen.map_or_else(|| "never".to_string(), utc),
                 c.fingerprint
@@ -319,7 +324,11 @@ fn clients_table(list: &[PairedClient], pending: &[PendingView]) -> String {
         for p in pending {
             out.push_str(&format!(
                 "{:<12}  {:<20}  from {}  waiting {} s  sha256:{}\n",
-                p.id, p.name, p.remote, p.waiting_secs, p.fingerprint
+                p.id,
+                punktfunk_core::text::Escaped(&p.name),
+                p.remote,
+                p.waiting_secs,
+                p.fingerprint
             ));
         }
     }

@@ -7,7 +7,9 @@
 //! stream is ending (punktfunk/1 Bye, GameStream termination), apps the host started are ended,
 //! the control socket is removed, and the host exits.
 
+use crate::admission::{Admission, Decision, Limits};
 use crate::caps::HostCaps;
+use crate::logs::RateLimited;
 use crate::proto::punktfunk1::dataplane::DataPlane;
 use crate::session::registry::{Protocol, Registry};
 use crate::session::HostContext;
@@ -73,6 +75,8 @@ pub struct GameStreamOptions {
     pub hostname: String,
     /// FEC percentage for GameStream video blocks.
     pub fec_percent: u32,
+    /// Also stream to clients that cannot encrypt RTSP (a launch without `corever`).
+    pub allow_legacy: bool,
     /// Testing aid: drop these fractions of outgoing GameStream video and audio datagrams.
     pub aids: crate::proto::gamestream::stream::TestAids,
 }
@@ -219,6 +223,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     let signal = shutdown_signal();
     tokio::pin!(signal);
     let mut interrupted = false;
+    let admission = Admission::new(Limits::QUIC);
+    static REFUSED: RateLimited = RateLimited::new(Duration::from_secs(10));
+    static FAILED: RateLimited = RateLimited::new(Duration::from_secs(10));
     loop {
         if cfg
             .session_limit
@@ -232,6 +239,26 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let remote = incoming.remote_address();
+        // The handshake deadline runs from the connection's first packet.
+        let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+        let permit = match admission.decide(remote.ip(), incoming.remote_address_validated()) {
+            Decision::Admit(p) => p,
+            Decision::Retry if incoming.may_retry() => {
+                let _ = incoming.retry();
+                continue;
+            }
+            Decision::Retry => {
+                incoming.refuse();
+                continue;
+            }
+            Decision::Refuse(why) => {
+                if let Some(suppressed) = REFUSED.check(Instant::now()) {
+                    tracing::warn!(%remote, %why, suppressed, "refused a QUIC handshake");
+                }
+                incoming.refuse();
+                continue;
+            }
+        };
         let (cfg, ctx, data, ended, offered, stop) = (
             cfg.clone(),
             ctx.clone(),
@@ -241,15 +268,27 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
             stop_rx.clone(),
         );
         tasks.spawn(async move {
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%remote, error = %e, "QUIC handshake failed");
+            let conn = match tokio::time::timeout_at(deadline, async { incoming.accept()?.await })
+                .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    if let Some(suppressed) = FAILED.check(Instant::now()) {
+                        tracing::warn!(%remote, error = %e, suppressed, "QUIC handshake failed");
+                    }
+                    return;
+                }
+                Err(_) => {
+                    if let Some(suppressed) = FAILED.check(Instant::now()) {
+                        tracing::warn!(%remote, suppressed, "QUIC handshake not finished within the handshake deadline");
+                    }
                     return;
                 }
             };
+            let peer = crate::proto::punktfunk1::Peer { permit, deadline };
             if let Err(e) = crate::proto::punktfunk1::connection(
                 conn.clone(),
+                peer,
                 &cfg,
                 &ctx,
                 &offered,

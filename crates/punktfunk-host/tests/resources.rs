@@ -122,14 +122,30 @@ impl Drop for Host {
     }
 }
 
+/// A TCP connection to the host's nvhttp port from the loopback address `ip`.
+fn connect_from(ip: &str, port: u16) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+    s.bind(&local.into()).unwrap();
+    let to: std::net::SocketAddr = ("127.0.0.1".parse::<std::net::IpAddr>().unwrap(), port).into();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
 #[test]
 fn out_of_file_descriptors_the_servers_wait_instead_of_spinning() {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::start(dir.path(), NOFILE);
     assert!(host.serverinfo(Duration::from_secs(10)).is_some());
     // Connections the host accepts and holds (it waits 10 s for each request head) until it
-    // has no descriptor left …
+    // has no descriptor left, from many addresses (the host admits only a few connections
+    // per address) …
     let mut conns = Vec::new();
+    let mut next = 0u32;
+    let mut connect = || {
+        next += 1;
+        connect_from(&format!("127.0.2.{}", 1 + next % 250), host.base)
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while host.open_fds() < NOFILE {
         assert!(
@@ -139,13 +155,13 @@ fn out_of_file_descriptors_the_servers_wait_instead_of_spinning() {
             conns.len()
         );
         for _ in 0..4 {
-            conns.push(TcpStream::connect(("127.0.0.1", host.base)).unwrap());
+            conns.push(connect());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     // … and some it cannot accept, which keep its listener readable.
     for _ in 0..16 {
-        conns.push(TcpStream::connect(("127.0.0.1", host.base)).unwrap());
+        conns.push(connect());
     }
     std::thread::sleep(Duration::from_millis(300));
     let (cpu0, t0) = (host.cpu_seconds(), Instant::now());

@@ -18,6 +18,10 @@ use crate::MediaError;
 use ffmpeg_next as ff;
 use punktfunk_core::control::Codec;
 
+/// The highest bitrate an encoder is opened with, kbit/s (1 Gbit/s: beyond any stream a
+/// network carries, and within what every encoder's rate control represents).
+pub const MAX_BITRATE_KBPS: u32 = 1_000_000;
+
 /// What to encode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncoderConfig {
@@ -29,7 +33,7 @@ pub struct EncoderConfig {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
-    /// Target bitrate, kbit/s.
+    /// Target bitrate, kbit/s (at most [`MAX_BITRATE_KBPS`]; more is taken as that).
     pub bitrate_kbps: u32,
     /// Try hardware encoders first.
     pub prefer_hardware: bool,
@@ -185,7 +189,7 @@ impl LavcEncoder {
         enc.set_format(ff::format::Pixel::YUV420P);
         enc.set_time_base(ff::Rational(1, fps));
         enc.set_frame_rate(Some(ff::Rational(fps, 1)));
-        let bps = cfg.bitrate_kbps as usize * 1000;
+        let bps = cfg.bitrate_kbps.min(MAX_BITRATE_KBPS) as usize * 1000;
         enc.set_bit_rate(bps);
         enc.set_max_bit_rate(bps);
         enc.set_max_b_frames(0);
@@ -205,7 +209,8 @@ impl LavcEncoder {
         // setter in ffmpeg-next.
         unsafe {
             let ctx = enc.as_mut_ptr();
-            (*ctx).rc_buffer_size = (bps / cfg.fps as usize).max(1) as i32;
+            (*ctx).rc_buffer_size =
+                (bps / cfg.fps.max(1) as usize).clamp(1, i32::MAX as usize) as i32;
             (*ctx).refs = 1;
             // Primaries and transfer to match the matrix, so decoders need no guessing.
             if bt709 {

@@ -359,9 +359,44 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The default directory for identities and settings: `$XDG_CONFIG_HOME/punktfunk`, else
+/// `$HOME/.config/punktfunk`. Only absolute values count (the XDG rule): an empty or relative
+/// variable would put the identity wherever the program happened to start. `None` when
+/// neither gives an absolute path.
+pub fn default_config_dir(
+    xdg_config_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<std::path::PathBuf> {
+    let absolute =
+        |v: Option<std::ffi::OsString>| v.map(std::path::PathBuf::from).filter(|p| p.is_absolute());
+    absolute(xdg_config_home)
+        .map(|x| x.join("punktfunk"))
+        .or_else(|| absolute(home).map(|h| h.join(".config/punktfunk")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_config_dir_takes_only_absolute_variables() {
+        let d = |x: Option<&str>, h: Option<&str>| {
+            default_config_dir(x.map(Into::into), h.map(Into::into))
+                .map(|p| p.display().to_string())
+        };
+        assert_eq!(d(Some("/x"), Some("/h")).as_deref(), Some("/x/punktfunk"));
+        assert_eq!(
+            d(Some(""), Some("/h")).as_deref(),
+            Some("/h/.config/punktfunk")
+        );
+        assert_eq!(
+            d(Some("rel"), Some("/h")).as_deref(),
+            Some("/h/.config/punktfunk")
+        );
+        assert_eq!(d(None, Some("")), None);
+        assert_eq!(d(Some(""), Some("home")), None);
+        assert_eq!(d(None, None), None);
+    }
 
     #[test]
     fn fingerprints_parse_in_every_spelling() {

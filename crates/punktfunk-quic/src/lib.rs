@@ -29,6 +29,8 @@ pub const ALPN: &[u8] = b"punktfunk/1";
 pub const SERVER_NAME: &str = "punktfunk";
 /// Default QUIC port of a host.
 pub const DEFAULT_PORT: u16 = 47800;
+/// Most new connections a server endpoint holds before the host has decided on them.
+pub const MAX_INCOMING: usize = 256;
 
 /// Transport failures.
 #[derive(Debug, Error)]
@@ -96,6 +98,11 @@ pub fn server_endpoint(
         .map_err(|e| TransportError::Untrusted(format!("QUIC TLS config: {e}")))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
+    // New connections wait for the host's admission decision (accept, retry or refuse) in a
+    // bounded queue holding little data each: a flood of Initials cannot buffer megabytes.
+    cfg.max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(64 << 10)
+        .incoming_buffer_size_total(4 << 20);
     Ok(quinn::Endpoint::server(cfg, addr)?)
 }
 
@@ -136,6 +143,24 @@ pub async fn connect(
     trust: &Trust,
     identity: &Identity,
 ) -> Result<Connected, TransportError> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("valid");
+    connect_from(bind, addr, trust, identity).await
+}
+
+/// [`connect`] from a local address of the caller's choice (a source address on a host
+/// with several).
+pub async fn connect_from(
+    bind: SocketAddr,
+    addr: SocketAddr,
+    trust: &Trust,
+    identity: &Identity,
+) -> Result<Connected, TransportError> {
     let expected = match trust {
         Trust::Pinned(fp) => Some(*fp),
         Trust::Tofu {
@@ -161,13 +186,6 @@ pub async fn connect(
         .map_err(|e| TransportError::Untrusted(format!("QUIC TLS config: {e}")))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .expect("valid");
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(cfg);
     let connecting = endpoint.connect(addr, SERVER_NAME)?;

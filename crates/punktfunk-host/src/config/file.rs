@@ -53,6 +53,7 @@ pub(crate) struct RawGameStream {
     pub enabled: Option<Spanned<bool>>,
     pub port: Option<Spanned<i64>>,
     pub fec: Option<Spanned<i64>>,
+    pub allow_legacy: Option<Spanned<bool>>,
 }
 
 /// `[desktop]`.
@@ -268,6 +269,7 @@ pub(crate) struct PrintedGameStream {
     pub enabled: bool,
     pub port: u16,
     pub fec: u32,
+    pub allow_legacy: bool,
 }
 
 /// `[desktop]` as printed.

@@ -41,10 +41,11 @@ pub struct ServeFlags {
     /// Largest mode served, WIDTHxHEIGHT@FPS. [default: 3840x2160@240]
     #[arg(long, value_name = "MODE")]
     pub max_mode: Option<String>,
-    /// Bitrate when the client asks for none, kbit/s. [default: 10000]
+    /// Bitrate when the client asks for none, kbit/s (250 to 1000000). [default: 10000]
     #[arg(long, value_name = "KBPS")]
     pub bitrate: Option<u32>,
-    /// Highest bitrate a client may ask for, kbit/s (the lowest is 250). [default: 150000]
+    /// Highest bitrate a client may ask for, kbit/s (250 to 1000000; the lowest a client may
+    /// ask for is 250). [default: 150000]
     #[arg(long, value_name = "KBPS")]
     pub max_bitrate: Option<u32>,
     /// FEC parity percentage when the client asks for none. [default: 20]
@@ -74,6 +75,16 @@ pub struct ServeFlags {
     /// Do not serve GameStream even when the configuration file turns it on.
     #[arg(long, overrides_with = "gamestream")]
     pub no_gamestream: bool,
+    /// Also stream to GameStream clients too old for encrypted RTSP (a launch without
+    /// `corever`). Their stream is set up in plaintext, so anyone on the network who sees the
+    /// launch can take the stream over; the host then only accepts RTSP and control from the
+    /// launching client's address. Logged as a warning. [default: refused]
+    #[arg(long, overrides_with = "gamestream_refuse_legacy")]
+    pub gamestream_allow_legacy: bool,
+    /// Refuse GameStream clients that cannot encrypt RTSP (the default; overrides the file's
+    /// `allow_legacy`).
+    #[arg(long, overrides_with = "gamestream_allow_legacy")]
+    pub gamestream_refuse_legacy: bool,
     /// GameStream HTTP port; HTTPS is this − 5, RTSP this + 21, video/control/audio + 9/10/11.
     /// [default: 47989]
     #[arg(long, value_name = "PORT")]

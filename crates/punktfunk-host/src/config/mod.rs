@@ -39,6 +39,7 @@
 //! enabled = false
 //! port = 47989
 //! fec = 20
+//! allow_legacy = false        # true: also clients without encrypted RTSP (see --help)
 //!
 //! [desktop]
 //! display = "auto"            # or a list, e.g. ["sway", "existing"]; "existing:NAME" streams
@@ -192,9 +193,14 @@ pub enum Problem {
         /// The unit, with its leading space.
         unit: &'static str,
     },
-    /// A duration that is not a positive number.
-    #[error("{0} is not a positive number of seconds")]
-    NotPositive(f64),
+    /// A duration outside `0 < seconds <= max`.
+    #[error("{} is not a number of seconds in 0 < s <= {max}", short_number(*value))]
+    Seconds {
+        /// The value.
+        value: f64,
+        /// The largest allowed.
+        max: f64,
+    },
     /// A fraction outside 0..1.
     #[error("{0} is not in 0..1")]
     NotAFraction(f64),
@@ -240,7 +246,7 @@ pub enum Problem {
 #[non_exhaustive]
 pub enum ConfigError {
     /// No config directory can be found.
-    #[error("neither --config-dir, XDG_CONFIG_HOME nor HOME is set")]
+    #[error("no config directory: give --config-dir, or set XDG_CONFIG_HOME or HOME to an absolute path")]
     NoConfigDir,
     /// The file exists (or was named) but cannot be read.
     #[error("{}: {error}", path.display())]
@@ -315,11 +321,8 @@ impl ConfigPaths {
     ) -> Result<Self, ConfigError> {
         let dir = match dir {
             Some(d) => d,
-            None => match (xdg_config_home.filter(|v| !v.is_empty()), home) {
-                (Some(x), _) => PathBuf::from(x).join("punktfunk"),
-                (None, Some(h)) if !h.is_empty() => PathBuf::from(h).join(".config/punktfunk"),
-                _ => return Err(ConfigError::NoConfigDir),
-            },
+            None => punktfunk_quic::identity::default_config_dir(xdg_config_home, home)
+                .ok_or(ConfigError::NoConfigDir)?,
         };
         Ok(ConfigPaths {
             file: file.clone().unwrap_or_else(|| dir.join(FILE)),
@@ -419,6 +422,16 @@ impl Layers<'_> {
             value: default,
             at: Origin::Default { key },
         })
+    }
+}
+
+/// A number as a person would write it: huge or tiny ones in exponent form (`1e300`), not
+/// hundreds of digits.
+fn short_number(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-3..1e9).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
     }
 }
 
@@ -683,7 +696,10 @@ pub fn resolve(
             if s.is_finite() && s > 0.0 && s <= 86_400.0 {
                 Ok(s)
             } else {
-                Err(Problem::NotPositive(s))
+                Err(Problem::Seconds {
+                    value: s,
+                    max: 86_400.0,
+                })
             }
         })?;
     let allow_unpaired = layers
@@ -712,7 +728,11 @@ pub fn resolve(
             "punktfunk1.max_bitrate",
             i64::from(defaults::MAX_BITRATE_KBPS),
         )
-        .check(int(1, i64::from(u32::MAX), " kbit/s"))?;
+        .check(int(
+            i64::from(defaults::MIN_BITRATE_KBPS),
+            i64::from(punktfunk_media::encode::MAX_BITRATE_KBPS),
+            " kbit/s",
+        ))?;
     let bitrate: u32 = layers
         .pick(
             flags.bitrate.map(i64::from),
@@ -721,7 +741,11 @@ pub fn resolve(
             "punktfunk1.bitrate",
             i64::from(defaults::BITRATE_KBPS),
         )
-        .check(int(1, i64::from(u32::MAX), " kbit/s"))?;
+        .check(int(
+            i64::from(defaults::MIN_BITRATE_KBPS),
+            i64::from(punktfunk_media::encode::MAX_BITRATE_KBPS),
+            " kbit/s",
+        ))?;
     let fec: u16 = layers
         .pick(
             wide(flags.fec),
@@ -789,6 +813,18 @@ pub fn resolve(
             i64::from(defaults::GAMESTREAM_FEC_PERCENT),
         )
         .check(int(0, 255, " %"))?;
+    let allow_legacy = layers
+        .pick(
+            flags::switch(
+                flags.gamestream_allow_legacy,
+                flags.gamestream_refuse_legacy,
+            ),
+            "--gamestream-allow-legacy/--gamestream-refuse-legacy",
+            gs.and_then(|s| s.allow_legacy.as_ref()),
+            "gamestream.allow_legacy",
+            false,
+        )
+        .value;
     let aids = TestAids {
         drop_video: fraction(flags.gamestream_drop_video.unwrap_or(0.0)).map_err(|problem| {
             ConfigError::Invalid {
@@ -897,6 +933,7 @@ pub fn resolve(
             enabled: gamestream_on,
             port: gamestream_port,
             fec: gamestream_fec,
+            allow_legacy,
         },
         desktop: PrintedDesktop {
             display: printed_preference(&desktop.display),
@@ -928,6 +965,7 @@ pub fn resolve(
             base_port: gamestream_port,
             hostname: name,
             fec_percent: gamestream_fec,
+            allow_legacy,
             aids,
         }),
         mdns,

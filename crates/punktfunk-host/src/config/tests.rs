@@ -107,7 +107,7 @@ fn flags_alone_behave_as_they_always_have() {
             data_port: Some(0),
             codecs: Some(vec!["av1".into()]),
             bitrate: Some(500_000),
-            max_bitrate: Some(100),
+            max_bitrate: Some(300),
             gamestream: true,
             gamestream_drop_video: Some(0.25),
             gamestream_rumble_echo: true,
@@ -119,9 +119,9 @@ fn flags_alone_behave_as_they_always_have() {
     .serve;
     assert_eq!(c.data, "127.0.0.1:0".parse().unwrap());
     assert_eq!(c.codecs, [Codec::AV1]);
-    // A maximum below the usual minimum narrows the range to it; the default moves inside.
-    assert_eq!(c.bitrate_range_kbps, (100, 100));
-    assert_eq!(c.default_bitrate_kbps, 100);
+    // The default moves inside the range.
+    assert_eq!(c.bitrate_range_kbps, (250, 300));
+    assert_eq!(c.default_bitrate_kbps, 300);
     assert!(!c.mdns);
     let gs = c.gamestream.unwrap();
     assert_eq!(gs.base_port, 47989);
@@ -269,7 +269,7 @@ fn file_errors_name_the_file_the_line_and_the_key() {
         ),
         (
             "[punktfunk1]\nhandshake_timeout = 0\n",
-            "/etc/pf/host.toml:2: punktfunk1.handshake_timeout: 0 is not a positive number of seconds",
+            "/etc/pf/host.toml:2: punktfunk1.handshake_timeout: 0 is not a number of seconds in 0 < s <= 86400",
         ),
         (
             "[punktfunk1]\ndata_port = 70000\n",
@@ -281,7 +281,7 @@ fn file_errors_name_the_file_the_line_and_the_key() {
         ),
         (
             "[punktfunk1]\nbitrate = 0\n",
-            "/etc/pf/host.toml:2: punktfunk1.bitrate: 0 is below 1 kbit/s",
+            "/etc/pf/host.toml:2: punktfunk1.bitrate: 0 is outside 250..=1000000 kbit/s",
         ),
         (
             "[gamestream]\nenabled = true\nport = 80\n",
@@ -389,7 +389,28 @@ fn flag_errors_name_the_flag_with_the_same_words() {
                 handshake_timeout: Some(f64::NAN),
                 ..Default::default()
             },
-            "--handshake-timeout: NaN is not a positive number",
+            "--handshake-timeout: NaN is not a number of seconds in 0 < s <= 86400",
+        ),
+        (
+            ServeFlags {
+                handshake_timeout: Some(1e300),
+                ..Default::default()
+            },
+            "--handshake-timeout: 1e300 is not a number of seconds in 0 < s <= 86400",
+        ),
+        (
+            ServeFlags {
+                max_bitrate: Some(0),
+                ..Default::default()
+            },
+            "--max-bitrate: 0 is outside 250..=1000000 kbit/s",
+        ),
+        (
+            ServeFlags {
+                bitrate: Some(4_000_000),
+                ..Default::default()
+            },
+            "--bitrate: 4000000 is outside 250..=1000000 kbit/s",
         ),
         (
             ServeFlags {
@@ -491,6 +512,14 @@ fn config_paths_follow_xdg_then_home_and_a_named_file_must_exist() {
         ConfigPaths::from_vars(None, None, None, None),
         Err(ConfigError::NoConfigDir)
     ));
+    // An empty or relative HOME would put the identity in whatever directory the host
+    // started in.
+    for (xdg, home) in [(None, ""), (Some(""), "relative"), (Some("x"), "")] {
+        assert!(matches!(
+            ConfigPaths::from_vars(None, None, xdg.map(Into::into), Some(home.into())),
+            Err(ConfigError::NoConfigDir)
+        ));
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("host.toml");

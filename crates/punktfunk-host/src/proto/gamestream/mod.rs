@@ -15,6 +15,7 @@
 
 pub mod nvhttp;
 pub mod rtsp;
+pub mod screened;
 pub mod stream;
 pub mod tls;
 
@@ -60,6 +61,7 @@ pub(crate) async fn start(
             hostname: o.hostname.clone(),
             codec_modes,
             max_mode: cfg.max_mode,
+            allow_legacy: o.allow_legacy,
             ctx: ctx.clone(),
         },
         identity,

@@ -10,11 +10,14 @@
 //! within a minute lock pairing for a minute) is [`PairingGate`]'s; this file only wakes the
 //! waiting request and stores the paired certificate.
 
+use crate::admission::{Admission, Limits};
 use crate::apps::{self, Catalog};
 use crate::clients::ClientStore;
+use crate::logs::RateLimited;
 use crate::net::Acceptor;
 use crate::session::app::{AppSession, OutputHandle};
 use anyhow::{Context, Result};
+use punktfunk_core::text::escaped;
 use punktfunk_gamestream::http::{self as gshttp, parse_head, Request, RequestError};
 use punktfunk_gamestream::launch::{session_url, LaunchRequest};
 use punktfunk_gamestream::pairing::{HostCredentials, Message};
@@ -57,6 +60,8 @@ pub struct GameStreamConfig {
     pub codec_modes: u32,
     /// Largest mode served (serverinfo lists the display modes up to it).
     pub max_mode: punktfunk_core::control::Mode,
+    /// Also launch for clients that cannot encrypt RTSP (no `corever`).
+    pub allow_legacy: bool,
     /// What the host offers and how it chooses (outputs are created from it on `/launch`).
     pub ctx: Arc<crate::session::HostContext>,
 }
@@ -72,6 +77,9 @@ pub struct LaunchSession {
     pub client: String,
     /// The client's name.
     pub client_name: String,
+    /// The address the launch (or the latest resume) came from: RTSP, the ENet connection and
+    /// the streams' pings are accepted from it only.
+    pub client_addr: IpAddr,
     /// The app's title.
     pub app_title: String,
 }
@@ -104,6 +112,43 @@ struct Inner {
     state: Mutex<State>,
     rng: ring::rand::SystemRandom,
     streams: Mutex<Option<Arc<super::stream::StreamHost>>>,
+}
+
+/// Ends a phase-1 ceremony whose request was dropped before it finished waiting (its client
+/// went away).
+struct AbandonOnDrop<'a> {
+    gs: &'a GameStream,
+    ticket: Option<Ticket>,
+    name: String,
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else { return };
+        let mut st = self.gs.inner.lock();
+        if st.pairing.abandon(Instant::now(), ticket) {
+            st.pin_tx = None;
+            tracing::warn!(client = %self.name, "the pairing client went away; pairing is free again");
+        }
+    }
+}
+
+/// Resolves once the peer has closed its side (or sent more than a request's worth after it):
+/// nothing it sends after its request is read for anything else.
+async fn gone<S: AsyncRead + Unpin>(sock: &mut S) {
+    let mut buf = [0u8; 1024];
+    let mut extra = 0usize;
+    loop {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                extra += n;
+                if extra > 64 << 10 {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Why a PIN typed on the host did not reach a pairing.
@@ -173,12 +218,29 @@ impl GameStream {
         });
         let gs = GameStream { inner };
         let g = gs.clone();
+        // One gate for both ports: a stranger's open connections are bounded in all and per
+        // address, so the owner's client always finds room.
+        let gate = Admission::new(Limits::TCP);
+        static REFUSED: RateLimited = RateLimited::new(Duration::from_secs(10));
+        let admit = move |peer: SocketAddr| match gate.admit(peer.ip()) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                if let Some(suppressed) = REFUSED.check(std::time::Instant::now()) {
+                    tracing::warn!(%peer, %why, suppressed, "nvhttp connection refused");
+                }
+                None
+            }
+        };
+        let admit = Arc::new(admit);
+        let admit_https = admit.clone();
         let mut http = Acceptor::new(http, "nvhttp (HTTP)");
         tokio::spawn(async move {
             loop {
                 let (sock, peer) = http.accept().await;
+                let Some(permit) = admit(peer) else { continue };
                 let g = g.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let local = sock.local_addr().unwrap_or(peer);
                     g.connection(sock, peer, local, None, false).await;
                 });
@@ -190,8 +252,12 @@ impl GameStream {
         tokio::spawn(async move {
             loop {
                 let (sock, peer) = https.accept().await;
+                let Some(permit) = admit_https(peer) else {
+                    continue;
+                };
                 let (g, acceptor) = (g.clone(), acceptor.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let local = sock.local_addr().unwrap_or(peer);
                     let tls = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(sock)).await
                     {
@@ -314,12 +380,25 @@ impl GameStream {
             }
             Some(Ok(req)) => {
                 tracing::debug!(%peer, https, path = %req.path, "nvhttp request");
-                let (ctype, body) = self.route(&req, peer, local, cert.as_deref(), https).await;
+                let route = self.route(&req, peer, local, cert.as_deref(), https);
+                // A request that waits (pairing's phase 1 waits for the PIN) ends when its
+                // client goes away: the connection closing drops the handler.
+                let (ctype, body) = tokio::select! {
+                    r = route => r,
+                    _ = gone(&mut sock) => {
+                        tracing::debug!(%peer, path = %req.path, "nvhttp client went away before its answer");
+                        return;
+                    }
+                };
                 gshttp::response(200, ctype, &body)
             }
         };
-        let _ = sock.write_all(&response).await;
-        let _ = sock.shutdown().await;
+        // A peer that never reads its answer does not keep the connection either.
+        let _ = tokio::time::timeout(HEAD_TIMEOUT, async {
+            let _ = sock.write_all(&response).await;
+            let _ = sock.shutdown().await;
+        })
+        .await;
     }
 
     async fn route(
@@ -336,7 +415,7 @@ impl GameStream {
             return match req.path.as_str() {
                 "/serverinfo" => reply(self.serverinfo(req, local, false)),
                 "/pair" => reply(self.pair(req, peer).await),
-                "/unpair" => reply(self.unpair(req)),
+                "/unpair" => reply(self.unpair(req, peer)),
                 _ => reply(Reply::error(404, "Not Found")),
             };
         }
@@ -375,8 +454,8 @@ impl GameStream {
                     None => reply(Reply::error(404, "no such app")),
                 }
             }
-            "/launch" => reply(self.launch(req, local, &client, false)),
-            "/resume" => reply(self.launch(req, local, &client, true)),
+            "/launch" => reply(self.launch(req, peer, local, &client, false)),
+            "/resume" => reply(self.launch(req, peer, local, &client, true)),
             "/cancel" => reply(self.cancel()),
             _ => reply(Reply::error(404, "Not Found")),
         }
@@ -426,11 +505,12 @@ impl GameStream {
             )
     }
 
-    fn unpair(&self, req: &Request) -> Reply {
-        // Clients call this after a failed pairing: drop theirs if it is the pending one.
+    fn unpair(&self, req: &Request, peer: SocketAddr) -> Reply {
+        // Clients call this after a failed pairing: drop theirs if it is the pending one (and
+        // theirs: from the address that started it).
         let mut st = self.inner.lock();
         if let Some(id) = req.param("uniqueid") {
-            if st.pairing.unpair(Instant::now(), id) {
+            if st.pairing.unpair(Instant::now(), peer.ip(), id) {
                 // Dropping the sender wakes a phase 1 still waiting for the PIN.
                 st.pin_tx = None;
             }
@@ -445,7 +525,7 @@ impl GameStream {
             Some(Message::PairChallenge) => {
                 Reply::error(400, "pairchallenge is sent over HTTPS").field("paired", 0)
             }
-            Some(_) => self.pair_step(req, &uniqueid),
+            Some(_) => self.pair_step(req, peer, &uniqueid),
             None => Reply::error(404, "Invalid pairing request").field("paired", 0),
         }
     }
@@ -455,9 +535,13 @@ impl GameStream {
             .param("clientname")
             .filter(|n| !n.is_empty())
             .map_or_else(|| peer.ip().to_string(), |n| n.chars().take(64).collect());
+        let name = escaped(&name);
         let (wait, rx) = {
             let mut st = self.inner.lock();
-            let wait = match st.pairing.begin(Instant::now(), &uniqueid, &name, req) {
+            let wait = match st
+                .pairing
+                .begin(Instant::now(), peer.ip(), &uniqueid, &name, req)
+            {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "pairing request refused");
@@ -470,9 +554,17 @@ impl GameStream {
         };
         println!("Pairing request from {name} ({peer}): enter the PIN the client shows with `punktfunk-host pin NNNN` (or type it here)");
         tracing::info!(client = %name, %peer, "pairing request; waiting for the PIN");
+        // The requester going away (its connection closes) drops this future: the guard ends
+        // the ceremony then, so nobody holds the pairing slot by leaving a request open.
+        let mut guard = AbandonOnDrop {
+            gs: self,
+            ticket: Some(wait.ticket),
+            name: name.clone(),
+        };
         // Ends when the PIN arrives, when the ceremony is dropped (its sender goes with it) or
         // at the deadline; the gate knows which.
         let _ = tokio::time::timeout_at(wait.deadline.into(), rx).await;
+        guard.ticket = None;
         let mut st = self.inner.lock();
         st.pin_tx.take_if(|(t, _)| *t == wait.ticket);
         match st
@@ -487,9 +579,10 @@ impl GameStream {
         }
     }
 
-    fn pair_step(&self, req: &Request, uniqueid: &str) -> Reply {
+    fn pair_step(&self, req: &Request, peer: SocketAddr, uniqueid: &str) -> Reply {
         let step = self.inner.lock().pairing.step(
             Instant::now(),
+            peer.ip(),
             uniqueid,
             req,
             &self.inner.host,
@@ -534,6 +627,7 @@ impl GameStream {
     fn launch(
         &self,
         req: &Request,
+        peer: SocketAddr,
         local: SocketAddr,
         client: &crate::clients::PairedClient,
         resume: bool,
@@ -542,6 +636,21 @@ impl GameStream {
             Ok(r) => r,
             Err(reply) => return reply,
         };
+        // Without `corever` the client sets the stream up in plaintext RTSP, which anyone who
+        // sees the launch could answer for it: such clients are served only when asked for.
+        if request.core_version == 0 {
+            if !self.inner.cfg.allow_legacy {
+                tracing::warn!(client = %client.name, %peer,
+                    "refused a launch without encrypted RTSP (an old client; --gamestream-allow-legacy serves it)");
+                return Reply::error(
+                    403,
+                    "This client is too old to encrypt its stream setup; update Moonlight, or start the host with --gamestream-allow-legacy",
+                )
+                .field(if resume { "resume" } else { "gamesession" }, 0);
+            }
+            tracing::warn!(client = %client.name, %peer,
+                "launch without encrypted RTSP (--gamestream-allow-legacy): its setup is plaintext, accepted from this address only");
+        }
         // A launch or resume is when a GameStream client was last seen.
         if let Err(e) = self.inner.store.touch(
             crate::session::registry::Protocol::GameStream,
@@ -559,6 +668,7 @@ impl GameStream {
             a.launch.request = request;
             a.launch.client = client.fingerprint.clone();
             a.launch.client_name = client.name.clone();
+            a.launch.client_addr = peer.ip();
             return Reply::ok().field("sessionUrl0", url).field("resume", 1);
         }
         if st.app.is_some() {
@@ -617,6 +727,7 @@ impl GameStream {
                 request,
                 client: client.fingerprint.clone(),
                 client_name: client.name.clone(),
+                client_addr: peer.ip(),
                 app_title: app.title.clone(),
             },
             app: session,

@@ -6,9 +6,15 @@
 //! key and a plaintext request is refused. SETUP hands out the ping payload and connect data
 //! that tie the UDP pings and the ENet connection to this launch; ANNOUNCE resolves the session
 //! plan and starts the session, or refuses with the reason.
+//!
+//! A connection has [`REQUEST_TIMEOUT`] for its request and the reply, and the server holds at
+//! most [`Limits::TCP`] connections (in all and per address) at once. While a launch is live,
+//! only the address it came from is answered (403 otherwise).
 
 use super::nvhttp::GameStream;
 use super::stream::StreamHost;
+use crate::admission::{Admission, Limits};
+use crate::logs::RateLimited;
 use crate::net::Acceptor;
 use punktfunk_gamestream::plan::{HostAbilities, SessionPlan};
 use punktfunk_gamestream::rtsp::{
@@ -22,8 +28,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// How long a client has to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a client has to send its whole request, and then to take the reply: a peer
+/// dripping a byte at a time is cut off here, however slowly it drips.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Ports SETUP replies name.
 #[derive(Debug, Clone, Copy)]
@@ -78,13 +85,34 @@ pub fn serve(
         rng: ring::rand::SystemRandom::new(),
     });
     let mut listener = Acceptor::new(listener, "RTSP");
+    let gate = Admission::new(Limits::TCP);
+    static REFUSED: RateLimited = RateLimited::new(Duration::from_secs(10));
     tokio::spawn(async move {
         loop {
             let (sock, peer) = listener.accept().await;
+            let permit = match gate.admit(peer.ip()) {
+                Ok(p) => p,
+                Err(why) => {
+                    if let Some(suppressed) = REFUSED.check(std::time::Instant::now()) {
+                        tracing::warn!(%peer, %why, suppressed, "RTSP connection refused");
+                    }
+                    continue;
+                }
+            };
             let inner = inner.clone();
             tokio::spawn(async move {
-                if let Err(e) = connection(&inner, sock).await {
-                    tracing::debug!(%peer, error = %e, "RTSP connection ended with an error");
+                let _permit = permit;
+                let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+                match tokio::time::timeout_at(deadline, connection(&inner, sock, peer)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "RTSP connection ended with an error")
+                    }
+                    Err(_) => tracing::debug!(
+                        %peer,
+                        "RTSP request not complete within {} s: closed",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
                 }
             });
         }
@@ -108,17 +136,29 @@ pub fn feature_flags(input: punktfunk_desktop::InjectCaps) -> u32 {
     f
 }
 
-async fn connection(inner: &Arc<Inner>, mut sock: TcpStream) -> std::io::Result<()> {
+async fn connection(
+    inner: &Arc<Inner>,
+    mut sock: TcpStream,
+    peer: std::net::SocketAddr,
+) -> std::io::Result<()> {
     let launch = inner.gs.session();
+    // The stream is set up by the client that launched it, from where it launched.
+    if let Some(l) = &launch {
+        if peer.ip().to_canonical() != l.client_addr.to_canonical() {
+            static OTHER: RateLimited = RateLimited::new(Duration::from_secs(10));
+            if let Some(suppressed) = OTHER.check(std::time::Instant::now()) {
+                tracing::warn!(%peer, launched_from = %l.client_addr, suppressed,
+                    "RTSP request from another address than the launch's refused");
+            }
+            return reply(inner, &mut sock, None, Reply::new(403, None)).await;
+        }
+    }
     let encrypted = launch.as_ref().is_some_and(|l| l.request.core_version >= 1);
     let key = launch.as_ref().map(|l| l.request.rikey);
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     let req = loop {
-        let n = match tokio::time::timeout(READ_TIMEOUT, sock.read(&mut chunk)).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        };
+        let n = sock.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }

@@ -11,14 +11,19 @@
 //!
 //! The sockets and the ENet host live as long as the GameStream host; a session (created by
 //! RTSP ANNOUNCE) attaches to them, streaming the output of the app session `/launch` made.
-//! Video and audio start when the client's ping carrying the session's ping payload arrives; the
-//! control stream accepts only the ENet peer whose connect data matches. A session ends when the
+//! Video and audio start when the client's ping carrying the session's ping payload arrives from
+//! the launching client's address; the control port's datagrams are screened
+//! ([`super::screened`]) so only that address's connection request with the session's connect
+//! data reaches the ENet host, and a peer that does not finish connecting within
+//! [`HALF_OPEN_LIMIT`] is reset. Floods of the media ports are read and dropped in bounded
+//! batches, never on the send path's time. A session ends when the
 //! client disconnects, after 10 s without control traffic, when the app ends or is cancelled, or
 //! when the host shuts down (the client is told with a termination message), or when a new
 //! session replaces it. The app keeps running after the client disconnects, so `/resume` starts
 //! a new session.
 
 use super::nvhttp::GameStream;
+use super::screened::{ScreenHandle, ScreenedSocket};
 use crate::aids::{DatagramOut, Dropping, RumbleEcho};
 use crate::plan::{self, StreamRequest};
 use crate::proto::punktfunk1::dataplane::Destination;
@@ -34,6 +39,7 @@ use punktfunk_gamestream::audio::{AudioPacketizer, OpusLayout};
 use punktfunk_gamestream::control_session::{
     ControlEvent, ControlSession, EndReason, PeerId, Verdict,
 };
+use punktfunk_gamestream::enet_gate::Expected;
 use punktfunk_gamestream::plan::{SessionPlan, VideoCodec};
 use punktfunk_gamestream::video::{frame_type, strip_leading_sei, FrameInfo, VideoPacketizer};
 use punktfunk_media::Colour;
@@ -48,6 +54,12 @@ use std::time::{Duration, Instant};
 /// How long a new session waits for the client's pings (its control connection has the same
 /// deadline, kept by the control machine).
 pub const START_TIMEOUT: Duration = punktfunk_gamestream::control_session::START_TIMEOUT;
+/// A peer that has not finished the ENet handshake within this long is reset (a real client
+/// needs one round trip).
+pub const HALF_OPEN_LIMIT: Duration = Duration::from_secs(2);
+/// Most datagrams read and dropped from a media port per drain (the rest wait, or the kernel
+/// drops them once the socket's buffer is full).
+const DRAIN_BUDGET: usize = 64;
 /// Datagrams per paced burst.
 const BURST: usize = 64;
 /// Pacing rate for video bursts, bytes per second (about 800 Mbit/s).
@@ -63,6 +75,7 @@ const COUNTERS: &[&str] = &[
     "input_dropped",
     "rumble_sent",
     "skipped_for_idr",
+    "control_screened",
 ];
 
 pub use punktfunk_gamestream::setup::SessionIds;
@@ -103,6 +116,8 @@ pub struct ActiveSession {
     pub plan: SessionPlan,
     /// The ids SETUP gave out.
     pub ids: SessionIds,
+    /// The launching client's address: pings and the control connection come from it.
+    pub client: std::net::IpAddr,
     key: [u8; 16],
     stop: Arc<AtomicBool>,
     /// Why it ended (first reason wins).
@@ -251,6 +266,7 @@ impl StreamHost {
         );
         let control = std::net::UdpSocket::bind(ports.control)
             .with_context(|| format!("binding GameStream control on {}", ports.control))?;
+        let (control, screen) = super::screened::ScreenedSocket::new(control);
         video.set_read_timeout(Some(Duration::from_millis(100)))?;
         audio.set_read_timeout(Some(Duration::from_millis(100)))?;
         let host = Arc::new(StreamHost {
@@ -273,7 +289,7 @@ impl StreamHost {
         let h = host.clone();
         std::thread::Builder::new()
             .name("gs-control".into())
-            .spawn(move || control_loop(enet_host, &h, &gs))?;
+            .spawn(move || control_loop(enet_host, screen, &h, &gs))?;
         tracing::info!(
             video = %ports.video,
             control = %ports.control,
@@ -376,6 +392,7 @@ impl StreamHost {
             sock: self.audio.clone(),
             out: audio_out,
             ping_payload: ids.ping_payload,
+            client: launch.client_addr,
             to: None,
             pk: AudioPacketizer::new(
                 plan.audio_encrypted.then_some(key),
@@ -405,6 +422,7 @@ impl StreamHost {
         let session = Arc::new(ActiveSession {
             plan,
             ids,
+            client: launch.client_addr,
             key,
             stop,
             end_reason: Mutex::new(None),
@@ -443,10 +461,12 @@ fn sender(sock: &Arc<UdpSocket>, drop: f64, seed: u64) -> Box<dyn DatagramOut> {
     }
 }
 
-/// Waits for a ping carrying `payload` on `sock` until `deadline` or `stop`; returns its source.
+/// Waits for a ping carrying `payload` from `client` on `sock` until `deadline` or `stop`;
+/// returns its source.
 fn wait_for_ping(
     sock: &UdpSocket,
     payload: &[u8; 16],
+    client: std::net::IpAddr,
     stop: &AtomicBool,
     what: &str,
 ) -> Option<SocketAddr> {
@@ -457,6 +477,9 @@ fn wait_for_ping(
             continue;
         };
         let pkt = &buf[..n];
+        if from.ip().to_canonical() != client.to_canonical() {
+            continue;
+        }
         if pkt.windows(16).any(|w| w == payload.as_slice()) {
             tracing::info!(%from, "GameStream {what} ping received; streaming {what} there");
             return Some(from);
@@ -466,21 +489,26 @@ fn wait_for_ping(
     None
 }
 
-/// Reads and discards whatever is waiting on `sock` (the client pings every 500 ms).
-fn drain(sock: &UdpSocket) {
+/// Reads and discards what is waiting on `sock` (the client pings every 500 ms), at most
+/// [`DRAIN_BUDGET`] datagrams: under a flood the caller gets back to its own work at once and
+/// the kernel drops the rest. Returns whether the budget ran out.
+fn drain(sock: &UdpSocket) -> bool {
     let mut buf = [0u8; 64];
-    while sock.wait_readable(Duration::ZERO).unwrap_or(false) {
-        if sock.recv_from(&mut buf).is_err() {
-            break;
+    for _ in 0..DRAIN_BUDGET {
+        if !sock.wait_readable(Duration::ZERO).unwrap_or(false) || sock.recv_from(&mut buf).is_err()
+        {
+            return false;
         }
     }
+    true
 }
 
 /// Watches a session's video: waits for the client's ping (the encoder starts once the
 /// destination is known), then drains the client's later pings and ends the session if its
 /// video or audio fails.
 fn video_loop(host: &StreamHost, s: &ActiveSession, dest: &Destination) {
-    let Some(to) = wait_for_ping(&host.video, &s.ids.ping_payload, &s.stop, "video") else {
+    let Some(to) = wait_for_ping(&host.video, &s.ids.ping_payload, s.client, &s.stop, "video")
+    else {
         s.end(&format!(
             "no video ping within {} s",
             START_TIMEOUT.as_secs()
@@ -493,9 +521,12 @@ fn video_loop(host: &StreamHost, s: &ActiveSession, dest: &Destination) {
             s.end(&format!("stream failed: {failure}"));
             break;
         }
-        // The client pings every 500 ms for as long as it streams.
+        // The client pings every 500 ms for as long as it streams; a flood of the port is
+        // drained at a bounded rate, not as fast as it arrives.
         let _ = host.video.wait_readable(Duration::from_millis(100));
-        drain(&host.video);
+        if drain(&host.video) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -620,13 +651,14 @@ struct GsAudioSink {
     sock: Arc<UdpSocket>,
     out: Box<dyn DatagramOut>,
     ping_payload: [u8; 16],
+    client: std::net::IpAddr,
     to: Option<SocketAddr>,
     pk: AudioPacketizer,
 }
 
 impl AudioSink for GsAudioSink {
     fn ready(&mut self, stop: &AtomicBool) -> bool {
-        self.to = wait_for_ping(&self.sock, &self.ping_payload, stop, "audio");
+        self.to = wait_for_ping(&self.sock, &self.ping_payload, self.client, stop, "audio");
         self.to.is_some()
     }
 
@@ -637,6 +669,43 @@ impl AudioSink for GsAudioSink {
         }
         drain(&self.sock);
         true
+    }
+}
+
+/// ENet peers that started connecting and have not finished: reset after [`HALF_OPEN_LIMIT`].
+#[derive(Default)]
+struct HalfOpen {
+    since: std::collections::HashMap<usize, Instant>,
+}
+
+impl HalfOpen {
+    /// Resets the peers half-open for too long; returns how many.
+    fn expire(&mut self, host: &mut enet::Host<ScreenedSocket>, now: Instant) -> u64 {
+        use enet::PeerState as S;
+        let mut reset = 0;
+        let mut seen = Vec::new();
+        for p in host.peers_mut() {
+            let half = matches!(
+                p.state(),
+                S::Connecting
+                    | S::AcknowledgingConnect
+                    | S::ConnectionPending
+                    | S::ConnectionSucceeded
+            );
+            if !half {
+                continue;
+            }
+            let id = p.id().0;
+            let since = *self.since.entry(id).or_insert(now);
+            if now.duration_since(since) >= HALF_OPEN_LIMIT {
+                p.reset();
+                reset += 1;
+            } else {
+                seen.push(id);
+            }
+        }
+        self.since.retain(|id, _| seen.contains(id));
+        reset
     }
 }
 
@@ -654,13 +723,16 @@ fn peer_id(p: enet::PeerID) -> PeerId {
 /// go out, its events reach the session. Everything it decides (who may attach, silence,
 /// termination) is the machine's.
 fn control_loop(
-    mut enet_host: enet::Host<std::net::UdpSocket>,
+    mut enet_host: enet::Host<ScreenedSocket>,
+    screen: ScreenHandle,
     host: &StreamHost,
     gs: &GameStream,
 ) {
     let mut current: Option<Control> = None;
     let mut last_check = Instant::now();
     let mut feedback = Vec::new();
+    let mut half_open = HalfOpen::default();
+    let mut screened = 0u64;
     loop {
         let now = Instant::now();
         // Follow the session slot: a new session gets a new machine, a replaced one ends.
@@ -680,6 +752,11 @@ fn control_loop(
                 c.machine.end(now, why);
                 drive(&mut enet_host, host, &mut c);
             }
+            // Only this session's client, from its address, may connect (until it has).
+            screen.expect(active.as_ref().map(|s| Expected {
+                connect_data: s.ids.connect_data,
+                client: s.client,
+            }));
             current = active.map(|s| Control {
                 machine: ControlSession::new(s.started, s.ids.connect_data, &s.key),
                 session: s,
@@ -703,6 +780,7 @@ fn control_loop(
                         Verdict::Accept => {
                             tracing::info!(peer = peer.0, "GameStream control stream connected");
                             enet_host.peer_mut(peer).set_timeout(2, 10_000, 10_000);
+                            screen.expect(None);
                         }
                         Verdict::Refuse(why) => {
                             tracing::info!(
@@ -742,6 +820,15 @@ fn control_loop(
             if last_check.elapsed() >= Duration::from_millis(100) {
                 last_check = Instant::now();
                 let now = Instant::now();
+                let reset = half_open.expire(&mut enet_host, now);
+                if reset > 0 {
+                    c.session.counters.add("control_half_open_reset", reset);
+                }
+                let dropped = screen.dropped().total();
+                c.session
+                    .counters
+                    .add("control_screened", dropped.saturating_sub(screened));
+                screened = dropped;
                 let launch = gs.session();
                 if launch.is_none_or(|l| l.request.rikey != c.session.key) {
                     c.machine.end(now, EndReason::AppEnded);
@@ -763,11 +850,7 @@ fn control_loop(
 }
 
 /// Carries out what the machine asks for: transmits, then events. True once it has ended.
-fn drive(
-    enet_host: &mut enet::Host<std::net::UdpSocket>,
-    host: &StreamHost,
-    c: &mut Control,
-) -> bool {
+fn drive(enet_host: &mut enet::Host<ScreenedSocket>, host: &StreamHost, c: &mut Control) -> bool {
     let mut sent = false;
     while let Some(t) = c.machine.poll_transmit() {
         let peer = enet::PeerID(t.peer.0 as usize);
@@ -844,4 +927,74 @@ fn drive(
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use punktfunk_gamestream::enet_gate::Expected;
+
+    /// An ENet CONNECT as a client's first datagram (sent-time header, one command).
+    fn connect_datagram(data: u32) -> Vec<u8> {
+        let mut d = (0x0FFFu16 | 0x8000).to_be_bytes().to_vec();
+        d.extend_from_slice(&[0, 0]);
+        let mut cmd = [0u8; 48];
+        cmd[0] = 0x82;
+        cmd[3] = 1;
+        cmd[8..12].copy_from_slice(&1392u32.to_be_bytes());
+        cmd[12..16].copy_from_slice(&32768u32.to_be_bytes());
+        cmd[16..20].copy_from_slice(&2u32.to_be_bytes());
+        cmd[44..48].copy_from_slice(&data.to_be_bytes());
+        d.extend_from_slice(&cmd);
+        d
+    }
+
+    #[test]
+    fn peers_that_never_finish_connecting_are_reset_after_the_limit() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let (sock, screen) = ScreenedSocket::new(sock);
+        screen.expect(Some(Expected {
+            connect_data: 0xC0DE,
+            client: addr.ip(),
+        }));
+        let mut host = enet::Host::new(
+            sock,
+            enet::HostSettings {
+                peer_limit: 8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Eight half-open peers that know the connect data and never answer the host.
+        let strangers: Vec<_> = (0..8)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for s in &strangers {
+            s.send_to(&connect_datagram(0xC0DE), addr).unwrap();
+        }
+        // One with the wrong data never gets that far.
+        let wrong = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        wrong.send_to(&connect_datagram(0xBAD), addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        while let Ok(Some(_)) = host.service() {}
+        let half = |h: &mut enet::Host<ScreenedSocket>| {
+            h.peers()
+                .filter(|p| p.state() != enet::PeerState::Disconnected)
+                .count()
+        };
+        assert_eq!(
+            half(&mut host),
+            8,
+            "every slot is taken by a half-open peer"
+        );
+        assert_eq!(screen.dropped().wrong_data, 1);
+        let t0 = Instant::now();
+        let mut ho = HalfOpen::default();
+        assert_eq!(ho.expire(&mut host, t0), 0);
+        assert_eq!(ho.expire(&mut host, t0 + HALF_OPEN_LIMIT / 2), 0);
+        assert_eq!(ho.expire(&mut host, t0 + HALF_OPEN_LIMIT), 8);
+        assert_eq!(half(&mut host), 0, "the slots are free again");
+        assert!(ho.since.is_empty());
+    }
 }

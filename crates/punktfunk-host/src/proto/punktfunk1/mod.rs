@@ -67,15 +67,28 @@ async fn too_slow(cs: &mut ControlStream) {
     let _ = cs
         .send(&Message::Bye {
             reason: ByeReason::TIMEOUT,
-            message: "handshake took too long".into(),
+            message: TOO_SLOW.into(),
         })
         .await;
 }
 
+const TOO_SLOW: &str = "handshake took too long";
+
+/// A connection the admission gate let in: its place there (held until it is a session, a
+/// pairing ceremony or over) and its handshake deadline, counted from its first packet.
+pub(crate) struct Peer {
+    /// The admission gate's permit.
+    pub permit: crate::admission::Permit,
+    /// When the handshake must be complete.
+    pub deadline: tokio::time::Instant,
+}
+
 /// Serves one QUIC connection (handshake, session, control, teardown), then gives the client
 /// a moment to read the host's last message before the connection is closed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn connection(
     conn: punktfunk_quic::quinn::Connection,
+    peer: Peer,
     cfg: &ServeConfig,
     ctx: &Arc<HostContext>,
     offered: &[Codec],
@@ -83,7 +96,7 @@ pub(crate) async fn connection(
     stop: tokio::sync::watch::Receiver<bool>,
     sessions: &std::sync::atomic::AtomicUsize,
 ) -> Result<()> {
-    let r = serve_connection(conn.clone(), cfg, ctx, offered, data, stop, sessions).await;
+    let r = serve_connection(conn.clone(), peer, cfg, ctx, offered, data, stop, sessions).await;
     // The client closes the connection once it has read the session's last message (a Bye:
     // shutdown, busy, a refused stream, a handshake timeout); closing first would discard it
     // while in flight or unread.
@@ -91,8 +104,10 @@ pub(crate) async fn connection(
     r
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     conn: punktfunk_quic::quinn::Connection,
+    peer: Peer,
     cfg: &ServeConfig,
     ctx: &Arc<HostContext>,
     offered: &[Codec],
@@ -101,15 +116,20 @@ async fn serve_connection(
     sessions: &std::sync::atomic::AtomicUsize,
 ) -> Result<()> {
     let remote = conn.remote_address();
+    let Peer { permit, deadline } = peer;
     // The TLS handshake proved the client holds this certificate's key (the host requires a
     // client certificate, so there always is one).
     let client =
         punktfunk_quic::peer_fingerprint(&conn).context("the client presented no certificate")?;
     let client_fp = client.to_string();
-    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
-    let mut cs = tokio::time::timeout_at(deadline, ControlStream::accept(&conn))
-        .await
-        .context("client opened no control stream in time")??;
+    let mut cs = match tokio::time::timeout_at(deadline, ControlStream::accept(&conn)).await {
+        Ok(cs) => cs?,
+        Err(_) => {
+            // No stream to say it on: the connection's close carries the reason.
+            conn.close(ByeReason::TIMEOUT.0.into(), TOO_SLOW.as_bytes());
+            anyhow::bail!("{remote} opened no control stream in time");
+        }
+    };
     let first = match tokio::time::timeout_at(deadline, cs.recv()).await {
         Err(_) => {
             too_slow(&mut cs).await;
@@ -117,8 +137,20 @@ async fn serve_connection(
         }
         Ok(Ok(Some(m))) => m,
         Ok(Ok(None)) => anyhow::bail!("{remote} closed the control stream before a message"),
+        Ok(Err(punktfunk_quic::TransportError::Malformed(e))) => {
+            let _ = cs
+                .send(&Message::Bye {
+                    reason: ByeReason::PROTOCOL_ERROR,
+                    message: format!("malformed message: {e}"),
+                })
+                .await;
+            anyhow::bail!("{remote} sent a malformed first message: {e}");
+        }
         Ok(Err(e)) => return Err(e.into()),
     };
+    // From here the connection is a pairing ceremony (bounded by the pairing gate) or a
+    // client's session request: it leaves the admission gate.
+    drop(permit);
     if let Message::PairStart(_) = first {
         return pair::ceremony(
             &mut cs,
@@ -194,6 +226,11 @@ async fn serve_connection(
         }
     };
     let ticket = ticket.expect("a refused handshake never completes");
+    // The client chose its name: from here on it is printed escaped (logs, plans, status).
+    let hello = Hello {
+        client_name: punktfunk_core::text::escaped(&hello.client_name),
+        ..hello
+    };
     tracing::info!(
         %remote, client = %hello.client_name, client_fingerprint = %client_fp, session = format!("{:016x}", welcome.session_id), codec = %welcome.codec,
         mode = %welcome.mode, bitrate_kbps = welcome.bitrate_kbps, fec_percent = welcome.fec_percent,
@@ -451,7 +488,11 @@ async fn control_loop(
     c.add("reconfigures", st.reconfigures_done);
     c.add("input_datagrams", st.input_datagrams);
     c.add("input_malformed", st.input_malformed);
-    let how = format!("{} ended it: {}", end.by, end.message);
+    let how = format!(
+        "{} ended it: {}",
+        end.by,
+        punktfunk_core::text::Escaped(&end.message)
+    );
     match end.outcome {
         Ok(()) => Ok(how),
         Err(e) => Err(anyhow::anyhow!("{how} ({e})")),

@@ -18,19 +18,14 @@ use std::time::{Duration, Instant};
 /// How long the host waits for the client's confirmation after its challenge.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A name fit for logs and `clients list`: printable, at most 64 characters, or the address.
+/// A name fit for logs and `clients list`: at most 64 characters, control characters shown
+/// escaped ([`punktfunk_core::text::Escaped`]), or the address when empty.
 fn display_name(name: &str, remote: SocketAddr) -> String {
-    let clean: String = name
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect::<String>()
-        .trim()
-        .to_string();
+    let clean: String = name.chars().take(64).collect::<String>().trim().to_string();
     if clean.is_empty() {
         remote.ip().to_string()
     } else {
-        clean
+        punktfunk_core::text::escaped(&clean)
     }
 }
 
