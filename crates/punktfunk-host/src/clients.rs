@@ -230,6 +230,11 @@ impl ClientStore {
         })
     }
 
+    /// Removes what an interrupted write left behind (the host calls it at start).
+    pub fn tidy(&self) -> Result<()> {
+        self.update(|_| Ok(false))
+    }
+
     /// Read-modify-write under the store's lock; `f` says whether it changed anything.
     fn update(&self, f: impl FnOnce(&mut Vec<PairedClient>) -> Result<bool>) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
@@ -245,6 +250,9 @@ impl ClientStore {
             .with_context(|| format!("opening {}", lock_path.display()))?;
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
+        // A writer's temporary file exists only while it holds the lock: any found now was
+        // left by a process that died mid-write.
+        self.remove_stale_temporaries();
         // Under the lock the file is read fresh: another process may have written it.
         let (mut clients, legacy) = match read(&self.path)? {
             Some(l) => (l, false),
@@ -260,6 +268,25 @@ impl ClientStore {
         // Dropping the file releases the lock.
         drop(lock);
         Ok(())
+    }
+
+    fn remove_stale_temporaries(&self) {
+        let Some(prefix) = self
+            .path
+            .file_name()
+            .map(|n| format!("{}.tmp", n.to_string_lossy()))
+        else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                tracing::info!(path = %e.path().display(), "removing a temporary file left by an interrupted write");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     fn write(&self, clients: Vec<PairedClient>) -> Result<()> {
@@ -305,6 +332,18 @@ fn read(path: &Path) -> Result<Option<Vec<PairedClient>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_files_of_an_interrupted_write_are_removed_and_the_store_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = ClientStore::new(d.path());
+        s.add_gamestream("phone", b"cert-a").unwrap();
+        let stale = d.path().join("clients.json.tmp4242");
+        std::fs::write(&stale, b"{\"clients\": [").unwrap();
+        s.tidy().unwrap();
+        assert!(!stale.exists());
+        assert_eq!(s.list().unwrap().len(), 1);
+    }
 
     #[test]
     fn add_find_remove_persist_for_both_protocols() {

@@ -125,6 +125,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     // A store that does not parse stops the host here, before any client could be told it is
     // not paired (which would look like every pairing was forgotten).
     let clients = crate::clients::ClientStore::new(&cfg.config_dir);
+    clients
+        .tidy()
+        .context("the paired-client store is unusable; the host will not start without it")?;
     let paired = clients
         .list()
         .context("the paired-client store is unusable; the host will not start without it")?;

@@ -117,9 +117,12 @@ pub enum KeyProblem {
     /// The private key does not parse or is of a kind that cannot sign.
     #[error("the private key is not usable: {0}")]
     Unusable(rustls::Error),
-    /// The key parses but the certificate was made for another key (or does not parse).
-    #[error("the certificate does not go with the key: {0}")]
+    /// The key parses but the certificate was made for another key.
+    #[error("the certificate does not go with the key")]
     Mismatch(rustls::Error),
+    /// The certificate file is not a certificate.
+    #[error("the certificate is not a readable X.509 certificate")]
+    Unreadable(rustls::Error),
 }
 
 /// A certificate and its private key.
@@ -186,7 +189,12 @@ impl Identity {
         let cert = rustls::pki_types::CertificateDer::from(self.cert_der.clone());
         rustls::sign::CertifiedKey::new(vec![cert], signer)
             .keys_match()
-            .map_err(KeyProblem::Mismatch)
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding) => {
+                    KeyProblem::Unreadable(e)
+                }
+                e => KeyProblem::Mismatch(e),
+            })
     }
 
     /// Loads the host identity stored in `dir`, or creates and stores one (directory 0700,
@@ -233,6 +241,16 @@ fn load_or_create_in(
         move |source| IdentityError::Io { path, source }
     };
     let (cert_path, key_path) = (dir.join(cert_file), dir.join(key_file));
+    // Temporary files of a creation that never finished.
+    for p in [&cert_path, &key_path] {
+        let _ = fs::remove_file(p.with_extension("tmp"));
+    }
+    // The certificate is written last and is what makes an identity exist: a key without one
+    // is a creation that was interrupted, which no peer can have seen. It is replaced.
+    if key_path.exists() && !cert_path.exists() {
+        tracing::warn!(path = %key_path.display(), "replacing an identity whose creation was interrupted (a key without its certificate; no peer can have seen it)");
+        fs::remove_file(&key_path).map_err(io(&key_path))?;
+    }
     match (cert_path.exists(), key_path.exists()) {
         (true, true) => {
             let cert_der = fs::read(&cert_path).map_err(io(&cert_path))?;
@@ -269,7 +287,8 @@ fn load_or_create_in(
             Ok((id, true))
         }
         _ => Err(IdentityError::Inconsistent(format!(
-            "only one of {} and {} exists; restore the other or remove both to create a new identity",
+            "{} exists without its key {}: restore the key from a backup, or remove the certificate \
+             to create a new identity (which needs pairing again)",
             cert_path.display(),
             key_path.display()
         ))),
@@ -436,10 +455,52 @@ mod tests {
         assert!(is_uuid(&u), "{u}");
         assert_eq!(load_or_create_uuid(&d).unwrap(), u, "persistent");
         fs::remove_file(d.join(KEY_FILE)).unwrap();
-        assert!(matches!(
-            Identity::load_or_create(&d),
-            Err(IdentityError::Inconsistent(_))
-        ));
+        let e = Identity::load_or_create(&d).unwrap_err();
+        assert!(matches!(e, IdentityError::Inconsistent(_)), "{e}");
+        assert!(
+            e.to_string().contains("host-key.der"),
+            "the error names the file: {e}"
+        );
+    }
+
+    #[test]
+    fn a_broken_identity_is_reported_by_file_and_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("host");
+        Identity::load_or_create(&d).unwrap();
+        fs::write(d.join(CERT_FILE), b"garbage").unwrap();
+        let e = Identity::load_or_create(&d).unwrap_err().to_string();
+        assert!(
+            e.contains("host-cert.der") && e.contains("not a readable X.509"),
+            "{e}"
+        );
+        let other = Identity::generate_client("other").unwrap();
+        fs::write(d.join(CERT_FILE), &other.cert_der).unwrap();
+        let e = Identity::load_or_create(&d).unwrap_err().to_string();
+        assert!(e.contains("does not go with the key"), "{e}");
+        assert!(!e.contains("peer"), "{e}");
+    }
+
+    #[test]
+    fn an_interrupted_creation_is_replaced_not_a_host_that_cannot_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("host");
+        let (first, _) = Identity::load_or_create(&d).unwrap();
+        // A crash after the key and before the certificate: the key alone, and a temporary
+        // certificate half written.
+        fs::remove_file(d.join(CERT_FILE)).unwrap();
+        fs::write(d.join(CERT_FILE).with_extension("tmp"), b"half").unwrap();
+        let (again, created) = Identity::load_or_create(&d).unwrap();
+        assert!(created, "a new identity is made");
+        assert_ne!(again.fingerprint(), first.fingerprint());
+        again.check().unwrap();
+        assert!(
+            !d.join(CERT_FILE).with_extension("tmp").exists(),
+            "stale temporary removed"
+        );
+        let (kept, created) = Identity::load_or_create(&d).unwrap();
+        assert!(!created);
+        assert_eq!(kept.fingerprint(), again.fingerprint());
     }
 }
 

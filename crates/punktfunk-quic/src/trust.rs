@@ -208,6 +208,7 @@ impl KnownHosts {
     /// Replaces the file atomically: a temporary file of this process, fsynced, renamed over
     /// the store, then the directory fsynced (a crash leaves the old list or the new one).
     fn replace(&self, text: &str) -> std::io::Result<()> {
+        self.remove_orphaned_temporaries();
         let tmp = self
             .path
             .with_extension(format!("tmp{}", std::process::id()));
@@ -218,6 +219,35 @@ impl KnownHosts {
         match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(dir) => fs::File::open(dir)?.sync_all(),
             None => Ok(()),
+        }
+    }
+
+    /// Removes temporary files of processes that died before renaming theirs (a live
+    /// process's is left alone: its name carries its pid).
+    fn remove_orphaned_temporaries(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_stem()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!("{}.tmp", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = file
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_file(e.path());
+            }
         }
     }
 
@@ -252,5 +282,19 @@ mod tests {
         assert_eq!(kh.lookup("a:1").unwrap(), None);
         fs::write(kh.path(), "c:3 nonsense\n").unwrap();
         assert!(kh.lookup("c:3").is_err());
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = KnownHosts::new(dir.path().join("known_hosts"));
+        let dead = dir.path().join("known_hosts.tmp4000000000");
+        let live = dir.path().join("known_hosts.tmp1");
+        fs::write(&dead, "half").unwrap();
+        fs::write(&live, "busy").unwrap();
+        kh.remember("a:1", Fingerprint([1; 32])).unwrap();
+        assert!(!dead.exists(), "a dead writer's temporary is removed");
+        assert!(live.exists(), "a live process's temporary is left alone");
+        assert_eq!(kh.lookup("a:1").unwrap(), Some(Fingerprint([1; 32])));
     }
 }

@@ -17,7 +17,7 @@ use crate::logs::RateLimited;
 use crate::net::Acceptor;
 use crate::session::app::{AppSession, OutputHandle};
 use anyhow::{Context, Result};
-use punktfunk_core::text::escaped;
+use punktfunk_core::text::{escaped, Escaped};
 use punktfunk_gamestream::http::{self as gshttp, parse_head, Request, RequestError};
 use punktfunk_gamestream::launch::{session_url, LaunchRequest};
 use punktfunk_gamestream::pairing::{HostCredentials, Message};
@@ -379,14 +379,14 @@ impl GameStream {
                 )
             }
             Some(Ok(req)) => {
-                tracing::debug!(%peer, https, path = %req.path, "nvhttp request");
+                tracing::debug!(%peer, https, path = %Escaped(&req.path), "nvhttp request");
                 let route = self.route(&req, peer, local, cert.as_deref(), https);
                 // A request that waits (pairing's phase 1 waits for the PIN) ends when its
                 // client goes away: the connection closing drops the handler.
                 let (ctype, body) = tokio::select! {
                     r = route => r,
                     _ = gone(&mut sock) => {
-                        tracing::debug!(%peer, path = %req.path, "nvhttp client went away before its answer");
+                        tracing::debug!(%peer, path = %Escaped(&req.path), "nvhttp client went away before its answer");
                         return;
                     }
                 };
@@ -426,7 +426,7 @@ impl GameStream {
                 return reply(Reply::unauthorized(&req.path));
             }
             _ => {
-                tracing::info!(%peer, path = %req.path, "HTTPS request from an unpaired certificate: 401");
+                tracing::info!(%peer, path = %Escaped(&req.path), "HTTPS request from an unpaired certificate: 401");
                 return reply(Reply::unauthorized(&req.path));
             }
         };

@@ -16,6 +16,7 @@ use super::stream::StreamHost;
 use crate::admission::{Admission, Limits};
 use crate::logs::RateLimited;
 use crate::net::Acceptor;
+use punktfunk_core::text::Escaped;
 use punktfunk_gamestream::plan::{HostAbilities, SessionPlan};
 use punktfunk_gamestream::rtsp::{
     self, describe_body, enc, parse_request, Capabilities, Origin, Reply, Request, StreamConfig,
@@ -215,10 +216,10 @@ async fn connection(
             }
         }
     };
-    tracing::debug!(method = %req.method, target = %req.target, "RTSP request");
+    tracing::debug!(method = %Escaped(&req.method), target = %Escaped(&req.target), "RTSP request");
     let out = handle(inner, &req).await;
     if out.status() != 200 {
-        tracing::info!(method = %req.method, status = out.status(), "RTSP request refused");
+        tracing::info!(method = %Escaped(&req.method), status = out.status(), "RTSP request refused");
     }
     reply(inner, &mut sock, key.filter(|_| encrypted), out).await
 }
@@ -323,7 +324,7 @@ async fn handle(inner: &Arc<Inner>, req: &Request) -> Reply {
         }
         "PLAY" => Reply::new(200, cseq),
         other => {
-            tracing::debug!(method = other, "RTSP method not implemented");
+            tracing::debug!(method = %Escaped(other), "RTSP method not implemented");
             Reply::new(501, cseq)
         }
     }
