@@ -8,6 +8,8 @@
 pub mod control;
 pub mod crypto;
 pub mod fec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod input;
 pub mod packetizer;

@@ -24,7 +24,8 @@
 //!   slot);
 //! - [`input`]: input packets decoded into the core input model;
 //! - [`video`]: video datagrams with the Moonlight-exact FEC blocks, and their reassembly;
-//! - [`audio`]: audio datagrams, AES-CBC and the 4 + 2 audio FEC, and their reception.
+//! - [`audio`]: audio datagrams, AES-CBC and the 4 + 2 audio FEC, and their reception;
+//! - `fuzzing` (hidden): the fuzz targets' bodies, shared by cargo-fuzz and the corpus tests.
 //!
 //! The wire facts come from the project's GameStream protocol notes; where a client disagrees
 //! with them, the client wins.
@@ -34,6 +35,8 @@ pub mod control;
 pub mod control_session;
 pub mod crypto;
 pub mod enet_gate;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod input;
 pub mod launch;
