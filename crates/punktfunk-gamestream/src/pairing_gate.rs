@@ -589,6 +589,13 @@ mod tests {
         Request::from_target(&format!("/pair?uniqueid={uniqueid}&uuid=1&{q}")).unwrap()
     }
 
+    /// Whether a phase 1 from another client at another address is let in at `t`.
+    fn another_client_may_begin(gate: &mut PairingGate, t: Instant) -> bool {
+        let other = client("2222");
+        gate.begin(t, OTHER, "BBBB", "b", &req("BBBB", &other.phase1_query()))
+            .is_ok()
+    }
+
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
     }
@@ -798,15 +805,7 @@ mod tests {
             1,
             "the abandoned ceremony had its PIN"
         );
-        assert!(gate
-            .begin(
-                late,
-                OTHER,
-                "BBBB",
-                "b",
-                &req("BBBB", &other.phase1_query())
-            )
-            .is_ok());
+        assert!(another_client_may_begin(&mut gate, late));
     }
 
     #[test]
@@ -858,16 +857,7 @@ mod tests {
         );
         assert!(gate.wrong_pins.is_empty(), "no PIN was typed: no failure");
         assert!(!gate.abandon(t0 + secs(2.0), wait.ticket), "only once");
-        let other = client("2222");
-        assert!(gate
-            .begin(
-                t0 + secs(2.0),
-                OTHER,
-                "BBBB",
-                "b",
-                &req("BBBB", &other.phase1_query())
-            )
-            .is_ok());
+        assert!(another_client_may_begin(&mut gate, t0 + secs(2.0)));
     }
 
     #[test]

@@ -277,6 +277,27 @@ fn clients() -> &'static (Identity, Identity) {
 
 const Q: &str = "uniqueid=0123456789ABCDEF&uuid=5d1e0b3e";
 
+/// Types `pin` on the host (through the control channel) once a pairing request waits for it.
+fn enter_pin(host: &Host, pin: &str) {
+    let mut tries = 0;
+    loop {
+        let (ok, out) = host.cli(&["pin", pin]);
+        if ok {
+            return;
+        }
+        assert!(out.contains("no pairing request is waiting"), "{out}");
+        tries += 1;
+        assert!(tries < 100, "the host never asked for a PIN");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pairs `me` with PIN 4321, asserting that it worked.
+fn pair_owner(host: &Host, me: &Identity) {
+    let r4 = pair(host, me, "4321", "4321", true).unwrap();
+    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+}
+
 /// Pairs `id` typing `host_pin` on the host while the client shows `client_pin`. Returns the
 /// phase-4 reply (or the error the client raised).
 fn pair(
@@ -301,18 +322,7 @@ fn pair(
         std::mem::forget(h);
         r
     });
-    // The host holds phase 1 until the PIN is typed: enter it through the control channel.
-    let mut tries = 0;
-    loop {
-        let (ok, out) = host.cli(&["pin", host_pin]);
-        if ok {
-            break;
-        }
-        assert!(out.contains("no pairing request is waiting"), "{out}");
-        tries += 1;
-        assert!(tries < 100, "the host never asked for a PIN");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    enter_pin(host, host_pin);
     let r1 = waiter.join().unwrap();
     if text_of(&r1, "plaincert").is_none() {
         return Err(r1);
@@ -1172,8 +1182,7 @@ fn a_session_streams_video_audio_and_takes_input_then_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (me, _) = clients();
     let host = Host::start_with(dir.path(), &["--no-mdns", "--gamestream-rumble-echo"]);
-    let r4 = pair(&host, me, "4321", "4321", true).unwrap();
-    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+    pair_owner(&host, me);
     launch(&host, me, false);
     let run = stream(&host, 60, 0);
     assert_eq!(run.termination, None);
@@ -1733,8 +1742,7 @@ fn strangers_enet_connects_take_no_slot_and_the_client_streams_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (me, _) = clients();
     let host = Host::start(dir.path());
-    let r4 = pair(&host, me, "4321", "4321", true).unwrap();
-    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+    pair_owner(&host, me);
     launch(&host, me, false);
     // Sixteen strangers (several source ports, two addresses) keep asking for an ENet
     // connection with guessed connect data, renewing their attempts, for the whole stream.
@@ -1862,8 +1870,7 @@ fn a_vanished_pairing_requester_frees_the_slot_and_the_owner_pairs() {
         !ok && out.contains("no pairing request is waiting"),
         "{out}"
     );
-    let r4 = pair(&host, me, "4321", "4321", true).unwrap();
-    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+    pair_owner(&host, me);
     println!(
         "the vanished requester's pairing slot was free {} ms after its connection closed",
         freed.as_millis()
@@ -1881,12 +1888,7 @@ fn a_challenge_injected_from_another_address_is_refused_and_the_ceremony_pairs()
     let q1 = format!("/pair?{Q}&{}", victim.phase1_query());
     let base = host.base;
     let waiter = std::thread::spawn(move || http_get(base, &q1));
-    let mut tries = 0;
-    while !host.cli(&["pin", "4321"]).0 {
-        tries += 1;
-        assert!(tries < 100, "the host never asked for a PIN");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    enter_pin(&host, "4321");
     let r1 = waiter.join().unwrap();
     // The intruder (same uniqueid, as every stock client sends) runs its own ceremony's
     // phase 2 and an unpair into the victim's, from another address.
@@ -1909,14 +1911,8 @@ fn a_challenge_injected_from_another_address_is_refused_and_the_ceremony_pairs()
     println!("an injected phase 2 and unpair from another address: refused (400, ignored); the ceremony paired");
 }
 
-#[test]
-fn legacy_launches_are_refused_and_with_them_allowed_a_stranger_gets_nothing() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let (me, _) = clients();
-    let host = Host::start_with(dir.path(), &["--no-mdns", "--gamestream-allow-legacy"]);
-    let r4 = pair(&host, me, "4321", "4321", true).unwrap();
-    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+/// `/launch` as an old client sends it: without `corever`.
+fn legacy_launch(host: &Host, me: &Identity) -> String {
     let (_, b) = host.https(
         me,
         &format!(
@@ -1924,7 +1920,17 @@ fn legacy_launches_are_refused_and_with_them_allowed_a_stranger_gets_nothing() {
             punktfunk_gamestream::hex_encode(&KEY)
         ),
     );
-    let b = String::from_utf8(b).unwrap();
+    String::from_utf8(b).unwrap()
+}
+
+#[test]
+fn legacy_launches_are_refused_and_with_them_allowed_a_stranger_gets_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (me, _) = clients();
+    let host = Host::start_with(dir.path(), &["--no-mdns", "--gamestream-allow-legacy"]);
+    pair_owner(&host, me);
+    let b = legacy_launch(&host, me);
     assert!(
         text_of(&b, "sessionUrl0").is_some_and(|u| u.starts_with("rtsp://")),
         "{b}"
@@ -1953,16 +1959,8 @@ fn legacy_launches_are_refused_and_with_them_allowed_a_stranger_gets_nothing() {
     drop(host);
     let dir = tempfile::tempdir().unwrap();
     let host = Host::start(dir.path());
-    let r4 = pair(&host, me, "4321", "4321", true).unwrap();
-    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
-    let (_, b) = host.https(
-        me,
-        &format!(
-            "/launch?{Q}&appid=1&mode=640x360x30&rikey={}&rikeyid={KEY_ID}&localAudioPlayMode=0",
-            punktfunk_gamestream::hex_encode(&KEY)
-        ),
-    );
-    let b = String::from_utf8(b).unwrap();
+    pair_owner(&host, me);
+    let b = legacy_launch(&host, me);
     assert_eq!(status_of(&b), Some(403), "{b}");
     assert!(b.contains("--gamestream-allow-legacy"), "{b}");
 }
@@ -1973,8 +1971,7 @@ fn a_flood_of_the_audio_port_keeps_the_audio_flowing() {
     let dir = tempfile::tempdir().unwrap();
     let (me, _) = clients();
     let host = Host::start(dir.path());
-    let r4 = pair(&host, me, "4321", "4321", true).unwrap();
-    assert_eq!(text_of(&r4, "paired"), Some("1"), "{r4}");
+    pair_owner(&host, me);
     launch(&host, me, false);
     let quiet = stream(&host, 150, 0);
     // Unlimited junk at the audio port from a stranger for the whole second run.
