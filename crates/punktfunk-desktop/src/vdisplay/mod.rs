@@ -4,8 +4,10 @@
 //! Backends: [`sway`] (a headless output per stream at the client's mode) and [`existing`] (no
 //! new output: the desktop as it is, which is what the test pattern streams, or one named output
 //! of it). Mutter and Xorg are probed from the environment so the resolver and `doctor` can say
-//! what was found; their backends are not part of this build yet.
+//! what was found; their backends are not part of this build yet. [`cvt`] computes the full
+//! timing of a mode (VESA CVT) for the RandR backend to add.
 
+pub mod cvt;
 pub mod existing;
 mod resolve;
 pub mod sway;
